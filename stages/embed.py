@@ -1,0 +1,57 @@
+"""embed@D-M: embeddings of every test image from the selected checkpoint (no augmentation).
+
+Writes `data/embeddings/D/M.npz`: `embeddings` (N x D float32), `labels`, `paths`, `classes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.lib import cli
+from stages.lib.arrays import save_npz
+from stages.lib.device import pick_device
+from stages.lib.embedding import embed_pixels
+from stages.lib.errors import PipelineError, stage_main
+from stages.lib.models import load_backbone
+from stages.lib.splitdata import read_table, split_pixels
+
+log = logging.getLogger("stages.embed")
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    p = cli.parser("embed", __doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>)")
+    p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
+    p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
+    p.add_argument("--out", type=Path, required=True, help="output .npz (data/embeddings/<dataset>/<method>.npz)")
+    args = p.parse_args(argv)
+    params = cli.params_of(args)
+    backbone, meta = load_backbone(args.model)
+    size = int(meta["image_size"])
+    if size != params.model.image_size:
+        raise PipelineError(
+            f"{args.model} was trained at image size {size}, params say {params.model.image_size}; run dvc repro"
+        )
+    table = read_table(args.splits, "test")
+    pixels = split_pixels(args.decoded, table, size)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    embeddings = embed_pixels(backbone, pixels, pick_device(params.train.device), params.embed.batch_size)
+    if not np.isfinite(embeddings).all():
+        raise PipelineError(f"the model in {args.model} gives non-finite embeddings; its training diverged")
+    save_npz(
+        args.out,
+        embeddings=embeddings,
+        labels=table["label"].to_numpy(dtype=np.int64),
+        paths=table["path"].to_numpy(dtype=str),
+        classes=np.array(meta["classes"], dtype=str),
+    )
+    log.info("%d test embeddings of dimension %d -> %s", *embeddings.shape, args.out)
+
+
+if __name__ == "__main__":
+    main()

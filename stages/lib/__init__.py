@@ -1,0 +1,1 @@
+"""Building blocks shared by the stages, each importable and testable without DVC."""

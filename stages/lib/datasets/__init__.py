@@ -1,0 +1,78 @@
+"""The dataset registry: each dataset is one function that lays out images one folder per class.
+
+`DATASETS.get(name)` returns a `DatasetSpec`; `register_dataset` adds one. A dataset's
+`fetch(source, images_dir, cache_dir)` writes `images_dir/<class>/<file>` (any image format
+Pillow reads), may keep downloaded archives in `cache_dir` (which survives reruns, so a
+download resumes), and raises PipelineError on problems; the `download` stage does the rest
+(manifest, checks, atomicity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.lib.registry import Registry
+
+
+def file_stem_group(relpath: str) -> str:
+    """Default group: every image is its own group (no two images share a source)."""
+    return Path(relpath).stem
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset."""
+
+    name: str
+    params_type: type  # dataclass of its `sources.<name>` section
+    fetch: Callable[[Any, Path, Path], None]
+    description: str
+    smallest_class: Callable[[Any], int | None] = lambda source: None
+    group_of: Callable[[str], str] = file_stem_group  # "class/file" -> group id
+    needs_network: bool = False
+    expected_classes: int | None = None  # documented number of classes, checked after download
+    expected_total: int | None = None  # documented number of images
+    expected_per_class: dict[str, int] | None = None  # documented images per class
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(
+    name: str,
+    params_type: type,
+    description: str,
+    *,
+    smallest_class: Callable[[Any], int | None] | None = None,
+    group_of: Callable[[str], str] | None = None,
+    needs_network: bool = False,
+    expected_classes: int | None = None,
+    expected_total: int | None = None,
+    expected_per_class: dict[str, int] | None = None,
+) -> Callable[[Callable[[Any, Path, Path], None]], Callable[[Any, Path, Path], None]]:
+    """Decorator: register `fetch(source_params, images_dir, cache_dir)` as dataset `name`."""
+
+    def add(fetch: Callable[[Any, Path, Path], None]) -> Callable[[Any, Path, Path], None]:
+        spec = DatasetSpec(
+            name=name,
+            params_type=params_type,
+            fetch=fetch,
+            description=description,
+            smallest_class=smallest_class or (lambda source: None),
+            group_of=group_of or file_stem_group,
+            needs_network=needs_network,
+            expected_classes=expected_classes,
+            expected_total=expected_total,
+            expected_per_class=expected_per_class,
+        )
+        DATASETS.register(name)(spec)
+        return fetch
+
+    return add
+
+
+# Importing the modules registers their datasets.
+from stages.lib.datasets import defungi, digits, pets, synthetic  # noqa: E402,F401

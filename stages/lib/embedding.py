@@ -1,0 +1,21 @@
+"""Embedding images with a backbone: batched, no augmentation, no gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from stages.lib.device import normalise, to_device
+
+
+def embed_pixels(backbone: nn.Module, pixels: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+    """float32 embeddings (N x D) of uint8 pixels (N x H x W x 3), in order."""
+    backbone = backbone.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False):
+            images = to_device(pixels[start : start + batch_size], device)
+            out.append(backbone(normalise(images)).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32, copy=False)

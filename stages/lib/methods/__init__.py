@@ -1,0 +1,14 @@
+"""The method registry: how a backbone is fine-tuned (or not) before its embeddings are scored.
+
+A method is a `Method` subclass registered by name; its hyperparameters are the params.yaml
+section of the same name, typed by its `params_type` dataclass.
+"""
+
+from __future__ import annotations
+
+from stages.lib.methods.base import METHODS, Method, register_method
+
+# Importing the modules registers their methods.
+from stages.lib.methods import classification, pretrained, triplet  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method", "register_method"]

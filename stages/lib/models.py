@@ -1,0 +1,86 @@
+"""The timm backbone (its pooled feature is the embedding) and safetensors checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from stages.lib.atomic import atomic_path
+from stages.lib.errors import PipelineError
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
+    """timm model `name` with its classifier removed (`num_classes=0`), from a local weights file.
+
+    Never touches the network: pretrained weights are a file the `weights` stage downloaded.
+    """
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise PipelineError(f"model.name {name!r} is not a timm model ({exc}); see timm.list_models()") from None
+    if weights is not None:
+        state = _read_safetensors(weights)
+        state = {k: v for k, v in state.items() if not k.startswith(_classifier_prefixes(model))}
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys:
+            raise PipelineError(
+                f"{weights} does not fit model {name}: {len(result.missing_keys)} weights missing "
+                f"(first: {result.missing_keys[0]}); check model.name and sources.weights"
+            )
+    return model
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Names of the removed classifier's weights in a hub checkpoint (e.g. `head.fc.`)."""
+    classifier = model.pretrained_cfg.get("classifier", "fc")
+    return (f"{classifier}.",)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found; run the stage that writes it (dvc repro)") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PipelineError(f"{path} is not a readable safetensors file ({exc}); delete it and re-run") from None
+
+
+def save_checkpoint(folder: Path, backbone: nn.Module, head: nn.Module | None, meta: dict) -> None:
+    """Write `model.safetensors` (backbone.*, head.*) and `meta.json` into `folder`, atomically."""
+    tensors = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    if head is not None:
+        tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"model": str(meta.get("model", ""))})
+    with atomic_path(folder / "meta.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_backbone(folder: Path) -> tuple[nn.Module, dict]:
+    """The trained backbone from a checkpoint folder, and its meta data."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{folder / 'meta.json'} not found; run the train stage first (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{folder / 'meta.json'} is corrupt ({exc}); re-run the train stage") from None
+    model = build_backbone(meta["model"])
+    state = _read_safetensors(folder / WEIGHTS_FILE)
+    backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    try:
+        model.load_state_dict(backbone_state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise PipelineError(
+            f"{folder / WEIGHTS_FILE} does not fit model {meta['model']} ({first}); re-run the train stage"
+        ) from None
+    return model, meta

@@ -1,0 +1,401 @@
+"""`params.yaml` loaded once into frozen, validated dataclasses.
+
+Every knob of the pipeline is here; nothing below reads `params["a"]["b"]`. Loading refuses
+unknown keys, missing keys and wrong types with one line that names the key and what is accepted.
+Dataset and method sections are typed by their registry entries (`sources.<dataset>`,
+`<method>` at top level), so adding one is registering it, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from stages.lib.errors import PipelineError
+
+T = TypeVar("T")
+
+DEVICES = ("auto", "cpu", "cuda")
+UMAP_METRICS = ("euclidean", "cosine", "manhattan", "correlation")
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """How `split` divides each class: fractions held out for test and validation."""
+
+    test_fraction: float
+    val_fraction: float
+
+    def check(self, where: str) -> None:
+        _require(0 < self.test_fraction < 1, f"{where}.test_fraction", "a number in (0, 1)", self.test_fraction)
+        _require(0 < self.val_fraction < 1, f"{where}.val_fraction", "a number in (0, 1)", self.val_fraction)
+        _require(
+            self.test_fraction + self.val_fraction < 1,
+            f"{where}.test_fraction + {where}.val_fraction",
+            "a sum below 1 (something must be left to train on)",
+            self.test_fraction + self.val_fraction,
+        )
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The timm backbone; its pooled feature (`num_classes=0`) is the embedding."""
+
+    name: str
+    pretrained: bool
+    image_size: int
+
+    def check(self, where: str) -> None:
+        _require(bool(self.name.strip()), f"{where}.name", "a timm model name", self.name)
+        _require(self.image_size >= 16, f"{where}.image_size", "an integer >= 16", self.image_size)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimiser, schedule and loop settings shared by every method that trains."""
+
+    device: str
+    epochs: int
+    optimizer: str
+    lr: float
+    betas: list[float]
+    weight_decay: float
+    warmup_epochs: int
+    warmup_start_factor: float
+    cosine_t_max: int
+    eta_min: float
+    hflip: float
+
+    def check(self, where: str) -> None:
+        _one_of(self.device, f"{where}.device", DEVICES)
+        from stages.lib.schedule import OPTIMIZERS
+
+        _one_of(self.optimizer, f"{where}.optimizer", sorted(OPTIMIZERS))
+        _require(self.epochs >= 1, f"{where}.epochs", "an integer >= 1", self.epochs)
+        _require(self.lr > 0, f"{where}.lr", "a number > 0", self.lr)
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            f"{where}.betas", "two numbers in [0, 1)", self.betas,
+        )
+        _require(self.weight_decay >= 0, f"{where}.weight_decay", "a number >= 0", self.weight_decay)
+        _require(self.warmup_epochs >= 0, f"{where}.warmup_epochs", "an integer >= 0", self.warmup_epochs)
+        _require(
+            0 < self.warmup_start_factor <= 1,
+            f"{where}.warmup_start_factor", "a number in (0, 1]", self.warmup_start_factor,
+        )
+        _require(self.cosine_t_max >= 1, f"{where}.cosine_t_max", "an integer >= 1", self.cosine_t_max)
+        _require(
+            0 <= self.eta_min <= self.lr, f"{where}.eta_min", f"a number in [0, lr={self.lr}]", self.eta_min
+        )
+        _require(0 <= self.hflip <= 1, f"{where}.hflip", "a probability in [0, 1]", self.hflip)
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Batch size for embedding the test split (no augmentation)."""
+
+    batch_size: int
+
+    def check(self, where: str) -> None:
+        _require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """K-means settings: the study used 10 initialisations and random_state 0."""
+
+    kmeans_n_init: int
+    kmeans_seed: int
+
+    def check(self, where: str) -> None:
+        _require(self.kmeans_n_init >= 1, f"{where}.kmeans_n_init", "an integer >= 1", self.kmeans_n_init)
+        _require(self.kmeans_seed >= 0, f"{where}.kmeans_seed", "an integer >= 0", self.kmeans_seed)
+
+
+@dataclass(frozen=True)
+class UmapParams:
+    """umap-learn settings for the 2-D pictures of the test embeddings."""
+
+    n_neighbors: int
+    min_dist: float
+    metric: str
+    seed: int
+
+    def check(self, where: str) -> None:
+        _require(self.n_neighbors >= 2, f"{where}.n_neighbors", "an integer >= 2", self.n_neighbors)
+        _require(0 <= self.min_dist <= 1, f"{where}.min_dist", "a number in [0, 1]", self.min_dist)
+        _one_of(self.metric, f"{where}.metric", UMAP_METRICS)
+        _require(self.seed >= 0, f"{where}.seed", "an integer >= 0", self.seed)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """`sources.weights`: where the pretrained weights come from (null url: the timm hub file)."""
+
+    url: str | None
+    sha256: str | None
+
+    def check(self, where: str) -> None:
+        import re
+
+        _require(
+            self.url is None or self.url.startswith(("http://", "https://")),
+            f"{where}.url", "an http(s) URL or null", self.url,
+        )
+        _require(
+            self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None,
+            f"{where}.sha256", "64 lowercase hex digits or null", self.sha256,
+        )
+
+
+# Entries of `sources` that are not datasets.
+FIXED_SOURCES: dict[str, type] = {"weights": WeightsSource}
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of `params.yaml`."""
+
+    seed: int
+    datasets: list[str]
+    methods: list[str]
+    shots: int
+    sources: dict[str, Any]  # dataset name (or "weights") -> its source dataclass
+    split: SplitParams
+    model: ModelParams
+    train: TrainParams
+    method: dict[str, Any]  # method name -> that method's dataclass (top-level sections)
+    embed: EmbedParams
+    evaluate: EvaluateParams
+    umap: UmapParams
+
+    def source(self, dataset: str) -> Any:
+        """The `sources.<dataset>` section."""
+        return self.sources[dataset]
+
+    def method_params(self, method: str) -> Any:
+        """The `<method>` section."""
+        return self.method[method]
+
+
+_FIXED_TOP = {
+    "seed": int,
+    "datasets": list[str],
+    "methods": list[str],
+    "shots": int,
+    "split": SplitParams,
+    "model": ModelParams,
+    "train": TrainParams,
+    "embed": EmbedParams,
+    "evaluate": EvaluateParams,
+    "umap": UmapParams,
+}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, type-check and validate `path`; raise PipelineError naming the first bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; run from the project folder, or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PipelineError(f"{path} is not valid YAML{where}: {problem}; fix the file") from None
+    return params_from_dict(raw, str(path))
+
+
+def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
+    """Build and validate Params from an already-parsed mapping."""
+    from stages.lib.datasets import DATASETS
+    from stages.lib.methods import METHODS
+
+    try:
+        if not isinstance(raw, dict):
+            raise _KeyError("(top level)", "a mapping of sections", raw)
+        accepted = set(_FIXED_TOP) | {"sources"} | set(METHODS.names())
+        for key in raw:
+            if key not in accepted:
+                raise _UnknownKey(str(key), sorted(accepted))
+        values: dict[str, Any] = {}
+        for key, typ in _FIXED_TOP.items():
+            if key not in raw:
+                raise _Missing(key)
+            values[key] = _convert(raw[key], typ, key)
+
+        sources_raw = raw.get("sources")
+        if not isinstance(sources_raw, dict):
+            raise _KeyError("sources", "a mapping with one section per dataset", sources_raw)
+        for key in sources_raw:
+            if key not in DATASETS and key not in FIXED_SOURCES:
+                raise _UnknownKey(f"sources.{key}", sorted([*DATASETS.names(), *FIXED_SOURCES]))
+        sources = {}
+        for name, typ in FIXED_SOURCES.items():
+            if name not in sources_raw:
+                raise _Missing(f"sources.{name}")
+            sources[name] = _convert(sources_raw[name], typ, f"sources.{name}")
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            if name in sources_raw:
+                sources[name] = _convert(sources_raw[name], spec.params_type, f"sources.{name}")
+            elif name in values["datasets"]:
+                raise _Missing(f"sources.{name}")
+        method_sections = {}
+        for name in METHODS.names():
+            spec = METHODS.get(name)
+            if name in raw:
+                method_sections[name] = _convert(raw[name], spec.params_type, name)
+            elif name in values["methods"]:
+                raise _Missing(name)
+        params = Params(sources=sources, method=method_sections, **values)
+        _check(params, DATASETS, METHODS)
+    except _KeyError as exc:
+        raise PipelineError(f"{origin}: {exc}") from None
+    return params
+
+
+def _check(p: Params, datasets, methods) -> None:
+    _require(p.seed >= 0, "seed", "an integer >= 0", p.seed)
+    _require(p.shots >= 0, "shots", "an integer >= 0 (0 = every training image)", p.shots)
+    for key, names, registry in (("datasets", p.datasets, datasets), ("methods", p.methods, methods)):
+        _require(len(names) > 0, key, f"a non-empty list of: {', '.join(registry.names())}", names)
+        for name in names:
+            if name not in registry:
+                raise _KeyError(key, f"names from: {', '.join(registry.names())}", name)
+        _require(len(set(names)) == len(names), key, "a list without repeats", names)
+    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap):
+        section.check(_section_name(section))
+    for name, section in p.sources.items():
+        if hasattr(section, "check"):
+            section.check(f"sources.{name}")
+    for name, section in p.method.items():
+        if hasattr(section, "check"):
+            section.check(name)
+    if p.shots:
+        for name in p.datasets:
+            smallest = datasets.get(name).smallest_class(p.sources[name])
+            if smallest is not None and p.shots > smallest:
+                raise _KeyError(
+                    "shots",
+                    f"at most {smallest}, the size of the smallest class of {name} (0 = every image)",
+                    p.shots,
+                )
+
+
+def _section_name(section: Any) -> str:
+    for key, typ in _FIXED_TOP.items():
+        if typ is type(section):
+            return key
+    return type(section).__name__
+
+
+# --- conversion ----------------------------------------------------------------------------
+
+
+class _KeyError(Exception):
+    def __init__(self, key: str, expected: str, got: Any) -> None:
+        super().__init__(f"{key} must be {expected}, got {_show(got)}")
+
+
+class _UnknownKey(_KeyError):
+    def __init__(self, key: str, accepted: list[str]) -> None:
+        Exception.__init__(self, f"unknown key {key}; accepted: {', '.join(accepted)}")
+
+
+class _Missing(_KeyError):
+    def __init__(self, key: str) -> None:
+        Exception.__init__(self, f"missing key {key}; add it (see README, Params)")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _require(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise _KeyError(key, expected, got)
+
+
+def _one_of(value: Any, key: str, accepted: tuple[str, ...] | list[str]) -> None:
+    if value not in accepted:
+        raise _KeyError(key, f"one of: {', '.join(accepted)}", value)
+
+
+def _convert(value: Any, typ: Any, key: str) -> Any:
+    """Convert a parsed YAML value to `typ`, or raise _KeyError naming `key`."""
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        return _to_dataclass(value, typ, key)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise _KeyError(key, "true or false", value)
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _KeyError(key, "an integer", value)
+    if typ is float:
+        # DVC writes floats like 5e-05, which PyYAML (YAML 1.1) reads as a string.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise _KeyError(key, "a number", value) from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise _KeyError(key, "a finite number", value)
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise _KeyError(key, "a string", value)
+    if origin is list:
+        (item_type,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise _KeyError(key, "a list", value)
+        return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if value in choices:
+            return value
+        raise _KeyError(key, f"one of: {', '.join(map(str, choices))}", value)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], key)
+    if typ is Any:
+        return value
+    raise TypeError(f"unsupported params type {typ!r} for {key}")
+
+
+def _to_dataclass(value: Any, cls: type[T], key: str) -> T:
+    if value is None and not fields(cls):
+        value = {}
+    if not isinstance(value, dict):
+        raise _KeyError(key, "a mapping", value)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for k in value:
+        if k not in names:
+            raise _UnknownKey(f"{key}.{k}", names)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in value:
+            kwargs[f.name] = _convert(value[f.name], hints[f.name], f"{key}.{f.name}")
+        elif f.default is not dataclasses.MISSING:
+            kwargs[f.name] = f.default
+        else:
+            raise _Missing(f"{key}.{f.name}")
+    return cls(**kwargs)

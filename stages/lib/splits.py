@@ -1,0 +1,104 @@
+"""Stratified, grouped train/val/test splits and the k-shot subset, as plain tables.
+
+Groups (e.g. DeFungi patches of one raw image) never straddle two splits. Test and validation
+are fixed by `seed` and the fractions alone, so full and k-shot runs score on the same test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stages.lib.errors import PipelineError
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ["path", "label", "class", "group"]
+
+
+@dataclass(frozen=True)
+class SplitTables:
+    """The three tables and the class names (index = label)."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    classes: list[str]
+
+    def table(self, name: str) -> pd.DataFrame:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def _take_groups(groups: list[str], sizes: dict[str, int], target: int) -> tuple[list[str], list[str]]:
+    """Take groups from the front until at least `target` images; return (taken, rest)."""
+    taken, count = [], 0
+    for index, group in enumerate(groups):
+        if count >= target:
+            return taken, groups[index:]
+        taken.append(group)
+        count += sizes[group]
+    return taken, []
+
+
+def build_splits(
+    manifest: pd.DataFrame, *, test_fraction: float, val_fraction: float, seed: int
+) -> SplitTables:
+    """Split a manifest (columns path, class, group) per class by whole groups.
+
+    Each class gives round(n * fraction) images (at least one group) to test, then to val;
+    the rest is train. Groups are shuffled with `seed`; rows keep the manifest's order.
+    """
+    missing = {"path", "class", "group"} - set(manifest.columns)
+    if missing:
+        raise PipelineError(f"manifest lacks columns {sorted(missing)}; re-run the download stage")
+    spread = manifest.groupby("group")["class"].nunique()
+    if (spread > 1).any():
+        bad = spread[spread > 1].index[0]
+        raise PipelineError(f"group {bad!r} holds images of several classes; groups must lie within a class")
+    classes = sorted(manifest["class"].unique())
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for name in classes:
+        rows = manifest[manifest["class"] == name]
+        sizes = rows.groupby("group").size().to_dict()
+        groups = sorted(sizes)
+        if len(groups) < 3:
+            raise PipelineError(
+                f"class {name!r} has {len(rows)} images in {len(groups)} source group(s); "
+                "at least 3 are needed for train, val and test"
+            )
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        n = len(rows)
+        test, rest = _take_groups(order, sizes, max(1, round(n * test_fraction)))
+        val, rest = _take_groups(rest, sizes, max(1, round(n * val_fraction)))
+        if not rest:  # keep at least one group for training
+            rest = [val.pop()] if len(val) > 1 else [test.pop()]
+        for split, chosen in (("test", test), ("val", val), ("train", rest)):
+            for group in chosen:
+                assignment[group] = split
+    label = {name: i for i, name in enumerate(classes)}
+    table = manifest.assign(label=manifest["class"].map(label), split=manifest["group"].map(assignment))
+    out = {s: table[table["split"] == s][COLUMNS].reset_index(drop=True) for s in SPLITS}
+    return SplitTables(out["train"], out["val"], out["test"], classes)
+
+
+def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> pd.DataFrame:
+    """Keep `shots` training images per class (0 = all), chosen with `seed`; rows keep their order."""
+    if shots == 0:
+        return train
+    counts = train.groupby("class").size()
+    if (counts < shots).any():
+        small = counts.idxmin()
+        raise PipelineError(
+            f"shots={shots} is larger than the training images of class {small!r}"
+            f"{' of ' + dataset if dataset else ''} ({counts.min()} after holding out test and val); "
+            f"set shots to at most {counts.min()}, or 0 for every image"
+        )
+    rng = np.random.default_rng([seed, shots])
+    keep = []
+    for name in sorted(counts.index):
+        index = train.index[train["class"] == name].to_numpy()
+        keep.extend(index[rng.permutation(len(index))[:shots]])
+    return train.loc[sorted(keep)].reset_index(drop=True)
+

@@ -1,0 +1,82 @@
+"""train@D-M: fine-tune the backbone with method M on dataset D's training split.
+
+Selects the epoch with the lowest validation loss and writes it to `models/D/M/`
+(`model.safetensors`, `meta.json`); per-epoch losses go to a CSV that DVC draws as a plot.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from stages.lib import cli
+from stages.lib.device import pick_device
+from stages.lib.errors import stage_main
+from stages.lib.methods import METHODS
+from stages.lib.models import build_backbone, save_checkpoint
+from stages.lib.splitdata import read_classes, read_table, split_pixels
+from stages.lib.trainer import SplitData, fit, write_curve
+from stages.weights import weights_file
+
+log = logging.getLogger("stages.train")
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    p = cli.parser("train", __doc__.splitlines()[0])
+    p.add_argument("dataset", help="dataset name")
+    p.add_argument("method", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
+    p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
+    p.add_argument("--weights", type=Path, required=True, help="pretrained weights folder (models/pretrained)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>)")
+    p.add_argument("--curve", type=Path, required=True, help="per-epoch loss CSV (plots/train/...)")
+    args = p.parse_args(argv)
+    params = cli.params_of(args)
+    method_cls = METHODS.get(args.method)
+    classes = read_classes(args.splits)
+    device = pick_device(params.train.device)
+    torch.manual_seed(params.seed)
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    backbone = build_backbone(params.model.name, weights_file(args.weights))
+    method = method_cls(params.method_params(args.method), len(classes), backbone.num_features)
+    meta = {
+        "dataset": args.dataset,
+        "method": args.method,
+        "model": params.model.name,
+        "image_size": params.model.image_size,
+        "pretrained": params.model.pretrained,
+        "classes": classes,
+        "seed": params.seed,
+    }
+    if not method.trains:
+        write_curve(args.curve, [])
+        save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0})
+        log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
+        return
+    size = params.model.image_size
+    data = {}
+    for name in ("train", "val"):
+        table = read_table(args.splits, name)
+        data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy())
+    log.info(
+        "%s on %s: %d train / %d val images, %d classes, device %s",
+        args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
+    )
+    result = fit(
+        method, backbone, data["train"], data["val"], params.train,
+        seed=params.seed, device=device, curve_path=args.curve,
+    )
+    backbone.load_state_dict(result.backbone_state)
+    head = method.head()
+    if head is not None and result.head_state is not None:
+        head.load_state_dict(result.head_state)
+    meta.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, epochs=params.train.epochs)
+    save_checkpoint(args.out, backbone, head, meta)
+    log.info("best epoch %d (val loss %.4f) -> %s", result.best_epoch, result.best_val_loss, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""umap@D-M: a 2-D UMAP picture of the test embeddings, coloured by class, titled with the
+dataset, method, shots and K-means accuracy (`plots/umap/D_M.png`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from stages.lib import cli
+from stages.lib.arrays import load_npz
+from stages.lib.errors import PipelineError, stage_main
+from stages.lib.params import UmapParams
+from stages.lib.plotting import save_figure, scatter_by_class
+
+log = logging.getLogger("stages.umap")
+
+
+def project(embeddings: np.ndarray, p: UmapParams) -> np.ndarray:
+    """UMAP to 2-D, seeded; always the approximate nearest-neighbour path (the exact one, which
+    umap-learn picks below 4,096 points, is much slower and gives no better picture)."""
+    import umap  # umap-learn; imported here because it is slow to import
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+        reducer = umap.UMAP(
+            n_neighbors=min(p.n_neighbors, len(embeddings) - 1),
+            min_dist=p.min_dist,
+            metric=p.metric,
+            random_state=p.seed,
+            force_approximation_algorithm=True,
+        )
+        return reducer.fit_transform(np.asarray(embeddings, dtype=np.float32))
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    p = cli.parser("umap", __doc__.splitlines()[0])
+    p.add_argument("dataset", help="dataset name (for the title)")
+    p.add_argument("method", help="method name (for the title)")
+    p.add_argument("--embeddings", type=Path, required=True, help="embeddings .npz from the embed stage")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics JSON from the evaluate stage")
+    p.add_argument("--out", type=Path, required=True, help="output PNG (plots/umap/<dataset>_<method>.png)")
+    args = p.parse_args(argv)
+    params = cli.params_of(args)
+    data = load_npz(args.embeddings, ("embeddings", "labels", "classes"))
+    try:
+        accuracy = float(json.loads(args.metrics.read_text())["kmeans_acc"])
+    except FileNotFoundError:
+        raise PipelineError(f"{args.metrics} not found; run the evaluate stage first (dvc repro)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PipelineError(f"{args.metrics} is corrupt ({exc}); re-run the evaluate stage") from None
+    if len(data["embeddings"]) < 4:
+        raise PipelineError(f"{args.embeddings} has {len(data['embeddings'])} test images; UMAP needs at least 4")
+    points = project(data["embeddings"], params.umap)
+    shots = "all images" if params.shots == 0 else f"{params.shots} per class"
+    title = f"{args.dataset} · {args.method} · {shots} · K-means accuracy {accuracy:.1%}"
+    fig = scatter_by_class(points, data["labels"], [str(c) for c in data["classes"]], title)
+    save_figure(fig, args.out)
+    log.info("UMAP of %d embeddings -> %s", len(points), args.out)
+
+
+if __name__ == "__main__":
+    main()
