@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     table = read_table(args.splits, "test")
     pixels = split_pixels(args.decoded, table, size)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    embeddings = embed_pixels(backbone, pixels, pick_device(params.train.device), params.embed.batch_size)
+    embeddings = embed_pixels(
+        backbone, pixels, pick_device(params.train.device), params.embed.batch_size, params.train.precision
+    )
     if not np.isfinite(embeddings).all():
         raise PipelineError(f"the model in {args.model} gives non-finite embeddings; its training diverged")
     save_npz(

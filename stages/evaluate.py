@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         "n_classes": int(len(np.unique(labels))),
     }
     write_json(args.out, metrics)
-    log.info("K-means accuracy %.4f, NMI %.4f, ARI %.4f -> %s", scores["kmeans_acc"], scores["nmi"], scores["ari"], args.out)
+    log.info(
+        "K-means accuracy %.4f, NMI %.4f, ARI %.4f -> %s", scores["kmeans_acc"], scores["nmi"], scores["ari"], args.out
+    )
 
 
 if __name__ == "__main__":

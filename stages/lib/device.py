@@ -22,6 +22,24 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 on CUDA for `auto` or `bf16`, none (fp32) otherwise.
+
+    `bf16` on the CPU is allowed (slow on most CPUs) for checking the mixed-precision path.
+    """
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move `model` to `device`; channels-last memory format on CUDA, where convolutions gain."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 N x H x W x 3 pixels -> uint8 N x 3 x H x W tensor on `device` (non-blocking on CUDA)."""
     tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
@@ -36,6 +54,8 @@ def normalise(images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.T
     Equal to the study's `ToTensor()` + `Normalize(mean, std)` after `RandomHorizontalFlip`.
     """
     x = images.float().div_(255.0)
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
     if flip is not None and bool(flip.any()):
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)

@@ -7,14 +7,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stages.lib.device import normalise, to_device
+from stages.lib.device import autocast_dtype, normalise, prepare_model, to_device
 
 
-def embed_pixels(backbone: nn.Module, pixels: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+def embed_pixels(
+    backbone: nn.Module, pixels: np.ndarray, device: torch.device, batch_size: int, precision: str = "fp32"
+) -> np.ndarray:
     """float32 embeddings (N x D) of uint8 pixels (N x H x W x 3), in order."""
-    backbone = backbone.to(device).eval()
+    backbone = prepare_model(backbone, device).eval()
+    amp_dtype = autocast_dtype(precision, device)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(
+        device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+    ):
         for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False):
             images = to_device(pixels[start : start + batch_size], device)
             out.append(backbone(normalise(images)).float().cpu().numpy())

@@ -23,6 +23,7 @@ from stages.lib.errors import PipelineError
 T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
 UMAP_METRICS = ("euclidean", "cosine", "manhattan", "correlation")
 
 
@@ -72,9 +73,12 @@ class TrainParams:
     cosine_t_max: int
     eta_min: float
     hflip: float
+    precision: str
+    compile: bool
 
     def check(self, where: str) -> None:
         _one_of(self.device, f"{where}.device", DEVICES)
+        _one_of(self.precision, f"{where}.precision", PRECISIONS)
         from stages.lib.schedule import OPTIMIZERS
 
         _one_of(self.optimizer, f"{where}.optimizer", sorted(OPTIMIZERS))

@@ -15,9 +15,14 @@ OPTIMIZERS = {
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], p: TrainParams) -> torch.optim.Optimizer:
-    """The optimiser named by `train.optimizer` with lr, betas and weight decay from params."""
+    """The optimiser named by `train.optimizer` with lr, betas and weight decay from params.
+
+    On CUDA the fused implementation is used (same update, one kernel for all weights).
+    """
+    parameters = list(parameters)
     cls = OPTIMIZERS[p.optimizer]
-    return cls(list(parameters), lr=p.lr, betas=tuple(p.betas), weight_decay=p.weight_decay)
+    fused = bool(parameters) and all(q.is_cuda for q in parameters)
+    return cls(parameters, lr=p.lr, betas=tuple(p.betas), weight_decay=p.weight_decay, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, p: TrainParams) -> torch.optim.lr_scheduler.LRScheduler:

@@ -7,7 +7,6 @@ import copy
 import csv
 import io
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stages.lib.atomic import write_text
-from stages.lib.device import normalise, to_device
+from stages.lib.device import autocast_dtype, normalise, prepare_model, to_device
 from stages.lib.errors import PipelineError
 from stages.lib.methods.base import Method
 from stages.lib.params import TrainParams
@@ -78,36 +78,42 @@ def _run_batches(
     flip_rng: np.random.Generator | None,
     hflip: float,
     epoch: int,
+    amp_dtype: torch.dtype | None = None,
+    forward: nn.Module | None = None,
 ) -> float:
-    """One pass over `batches`; trains when `optimizer` is given. Returns the mean loss per sample."""
-    total, count = 0.0, 0
-    for step, index in enumerate(batches):
+    """One pass over `batches`; trains when `optimizer` is given. Returns the mean loss per sample.
+
+    Losses stay on the device until the end of the pass (no host sync per step); a non-finite
+    one is then reported with its epoch and batch.
+    """
+    losses, weights = [], []
+    backbone = forward or model.backbone
+    for index in batches:
         images = to_device(data.pixels[index], device)
         flip = None
         if flip_rng is not None and hflip > 0:
             flip = torch.from_numpy(flip_rng.random(len(index)) < hflip).to(device)
         labels = torch.from_numpy(data.labels[index]).to(device)
         x = normalise(images, flip)
-        if optimizer is not None:
-            loss = method.loss(model.backbone(x), labels, model.head)
-        else:
-            with torch.no_grad():
-                loss = method.loss(model.backbone(x), labels, model.head)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            phase = "training" if optimizer is not None else "validation"
-            raise PipelineError(
-                f"{phase} loss is {value} at epoch {epoch}, batch {step + 1}; lower train.lr "
-                "or check the data; the last good checkpoint is kept"
-            )
+        with torch.set_grad_enabled(optimizer is not None), torch.autocast(
+            device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+        ):
+            loss = method.loss(backbone(x), labels, model.head)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        weight = len(index) // method.indices_per_item  # loss terms in this batch
-        total += value * weight
-        count += weight
-    return total / max(count, 1)
+        losses.append(loss.detach().float())
+        weights.append(len(index) // method.indices_per_item)  # loss terms in this batch
+    values = torch.stack(losses).cpu().double().numpy()
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        phase = "training" if optimizer is not None else "validation"
+        raise PipelineError(
+            f"{phase} loss is {values[bad[0]]} at epoch {epoch}, batch {bad[0] + 1}; lower train.lr "
+            "or check the data; the last good checkpoint is kept"
+        )
+    return float(np.dot(values, weights) / max(sum(weights), 1))
 
 
 def fit(
@@ -124,10 +130,20 @@ def fit(
     """Train `backbone` (and the method's head) for `params.epochs`; keep the lowest-val-loss epoch."""
     torch.manual_seed(seed)
     head = method.head()
-    model = Model(backbone, head).to(device)
+    model = prepare_model(Model(backbone, head), device)
+    amp_dtype = autocast_dtype(params.precision, device)
+    forward = torch.compile(model.backbone) if params.compile else model.backbone
     optimizer = build_optimizer(model.parameters(), params)
     scheduler = build_scheduler(optimizer, params)
     val_batches = method.epoch_batches(val.labels, np.random.default_rng([seed, VAL_STREAM]))
+    with logging_redirect_tqdm():
+        best = _epochs(model, method, train, val, val_batches, params, optimizer, scheduler,
+                       seed=seed, device=device, amp_dtype=amp_dtype, forward=forward, curve_path=curve_path)
+    return best
+
+
+def _epochs(model, method, train, val, val_batches, params, optimizer, scheduler, *, seed, device, amp_dtype,
+            forward, curve_path) -> FitResult:
     best: FitResult | None = None
     history: list[dict] = []
     bar = tqdm(range(1, params.epochs + 1), desc=f"train {method.name}", unit="epoch")
@@ -138,11 +154,13 @@ def fit(
         train_loss = _run_batches(
             model, method, train, method.epoch_batches(train.labels, rng), device,
             optimizer=optimizer, flip_rng=rng, hflip=params.hflip, epoch=epoch,
+            amp_dtype=amp_dtype, forward=forward,
         )
         scheduler.step()
         model.eval()
         val_loss = _run_batches(
-            model, method, val, val_batches, device, optimizer=None, flip_rng=None, hflip=0.0, epoch=epoch
+            model, method, val, val_batches, device, optimizer=None, flip_rng=None, hflip=0.0, epoch=epoch,
+            amp_dtype=amp_dtype, forward=forward,
         )
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
         if curve_path is not None:
