@@ -1,0 +1,91 @@
+"""Shared test helpers: tiny params, a throw-away copy of the project in a git repository."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
+
+
+def default_params() -> dict[str, Any]:
+    """The repository's params.yaml as a dict (a fresh copy)."""
+    return copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+def tiny_params(**overrides: Any) -> dict[str, Any]:
+    """Params for fast CPU runs on `synthetic` with timm's test ConvNeXt; `overrides` replace top-level keys."""
+    p = default_params()
+    p["datasets"] = ["synthetic"]
+    p["methods"] = ["pretrained", "classification", "triplet"]
+    p["sources"]["synthetic"] = {"n_classes": 3, "per_class": 12, "image_size": 32, "seed": 0}
+    p["split"]["test_fraction"] = 0.25
+    p["split"]["val_fraction"] = 0.25
+    if "source" in p["split"]:
+        p["split"]["source"] = "generated"
+    p["model"] = {"name": "test_convnext", "pretrained": False, "image_size": 32}
+    p["train"].update(
+        device="cpu", epochs=2, lr=1e-3, warmup_epochs=1, cosine_t_max=2, eta_min=1e-5, precision="fp32"
+    )
+    p["classification"]["batch_size"] = 8
+    p["triplet"]["batch_size"] = 4
+    p["embed"]["batch_size"] = 16
+    p["evaluate"]["kmeans_n_init"] = 2
+    p["umap"]["n_neighbors"] = 5
+    p.update(overrides)
+    return p
+
+
+def write_params(path: Path, params: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def env() -> dict[str, str]:
+    """Environment for subprocesses: the venv's tools first, one thread, no DVC analytics."""
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e["PYTHONPATH"] = ""
+    e["DVC_NO_ANALYTICS"] = "1"
+    e["OMP_NUM_THREADS"] = e.get("OMP_NUM_THREADS", "2")
+    return e
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command, returning its output; on failure show it in the assertion."""
+    result = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def project_copy(dest: Path, params: dict[str, Any]) -> Path:
+    """Copy the pipeline into `dest` as a fresh git repository with one commit and `params`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, target)
+    write_params(dest / "params.yaml", params)
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "config", "user.name", "Test Runner"],
+        ["git", "config", "user.email", "tests@example.invalid"],
+        ["git", "config", "commit.gpgsign", "false"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "pipeline"],
+    ):
+        run(cmd, dest)
+    return dest

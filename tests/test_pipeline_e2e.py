@@ -1,0 +1,64 @@
+"""End to end: the real `dvc repro`, `dvc exp run -S shots=...` and `dvc metrics diff`
+in a temporary git repository, on generated data, with a tiny model on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import project_copy, run, tiny_params
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    params = tiny_params(methods=["classification", "triplet"])
+    return project_copy(tmp_path_factory.mktemp("e2e") / "project", params)
+
+
+def test_repro_then_experiment_then_metrics_diff(repo):
+    out = run(["dvc", "repro"], repo).stdout
+    for stage in ("download@synthetic", "split@synthetic", "decode@synthetic", "weights",
+                  "train@synthetic-classification", "train@synthetic-triplet", "evaluate@synthetic-triplet",
+                  "umap@synthetic-triplet", "report"):
+        assert f"Running stage '{stage}'" in out, stage
+    for method in ("classification", "triplet"):
+        metrics = json.loads((repo / f"metrics/synthetic/{method}.json").read_text())
+        assert 0 <= metrics["kmeans_acc"] <= 1 and metrics["n_test"] == 9 and metrics["n_classes"] == 3
+        assert (repo / f"plots/umap/synthetic_{method}.png").is_file()
+    summary = json.loads((repo / "report/summary.json").read_text())
+    assert set(summary["synthetic"]) == {"classification", "triplet"}
+
+    # Nothing changed: nothing reruns.
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    assert shown  # the declared metrics are listed
+
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "baseline run"], repo)
+
+    # A k-shot experiment reruns split and everything after it, not the download or the decode.
+    out = run(["dvc", "exp", "run", "-S", "shots=2"], repo).stdout
+    assert "Running stage 'split@synthetic'" in out
+    assert "Running stage 'train@synthetic-triplet'" in out
+    assert "Running stage 'download@synthetic'" not in out
+    assert "Running stage 'decode@synthetic'" not in out
+    assert "Running stage 'weights'" not in out
+    train_rows = (repo / "data/splits/synthetic/train.csv").read_text().strip().splitlines()
+    assert len(train_rows) == 1 + 2 * 3  # header + 2 shots x 3 classes
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], repo).stdout)
+    assert "metrics/synthetic/triplet.json" in diff and "report/summary.json" in diff
+    assert "kmeans_acc" in diff["metrics/synthetic/triplet.json"]
+    assert "synthetic.triplet.shots" in diff["report/summary.json"]
+    assert diff["report/summary.json"]["synthetic.triplet.shots"]["new"] == 2
+
+    exps = run(["dvc", "exp", "show", "--json"], repo).stdout
+    assert "shots" in exps
+
+
+def test_changing_a_method_param_reruns_only_that_method(repo):
+    out = run(["dvc", "exp", "run", "-S", "triplet.margin=0.5"], repo).stdout
+    assert "Running stage 'train@synthetic-triplet'" in out
+    assert "Running stage 'train@synthetic-classification'" not in out
+    assert "Running stage 'split@synthetic'" not in out
