@@ -1,7 +1,10 @@
-"""split@D: stratified, grouped train/val/test tables (and the k-shot train subset) from `seed`.
+"""split@D: train/val/test tables, from the study's own lists or generated from `seed`.
 
 Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group) and `classes.json`.
-`row` indexes the decoded image array, which follows the manifest's order.
+`row` indexes the decoded image array, which follows the manifest's order. With
+`split.source: annotations` the tables are the study's lists (its `low_data_` lists when
+`shots: 15`), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its triplet
+lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import logging
 from pathlib import Path
 
 from stages.lib import cli
+from stages.lib.annotations import study_splits
 from stages.lib.atomic import atomic_dir
+from stages.lib.datasets import DATASETS
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.manifest import read_manifest
 from stages.lib.splits import SPLITS, build_splits, few_shot
@@ -22,8 +27,9 @@ log = logging.getLogger("stages.split")
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("split", __doc__.splitlines()[0])
-    p.add_argument("dataset", help="dataset name (for messages)")
+    p.add_argument("dataset", help="dataset name (its registry entry names the study's list prefix)")
     p.add_argument("--raw", type=Path, required=True, help="downloaded dataset folder (data/raw/<dataset>)")
+    p.add_argument("--annotations", type=Path, help="the study's lists (data/raw/annotations), if split.source is so")
     p.add_argument("--out", type=Path, required=True, help="output folder (data/splits/<dataset>)")
     args = p.parse_args(argv)
     params = cli.params_of(args)
@@ -31,19 +37,43 @@ def main(argv: list[str] | None = None) -> None:
     manifest["row"] = manifest.index
     if manifest["class"].nunique() < 2:
         raise PipelineError(f"{args.raw}: {args.dataset} has fewer than 2 classes; nothing to compare")
-    tables = build_splits(
-        manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction, seed=params.seed
-    )
-    train = few_shot(tables.train, params.shots, params.seed, args.dataset)
-    columns = ["row", "path", "label", "class", "group"]
-    with atomic_dir(args.out) as tmp:
-        for name, table in zip(SPLITS, (train, tables.val, tables.test), strict=True):
+    spec = DATASETS.get(args.dataset)
+    if params.split.source == "annotations":
+        if spec.annotation_prefix is None:
+            raise PipelineError(f"the study published no split lists for {args.dataset}; set split.source: generated")
+        if args.annotations is None:
+            raise PipelineError(
+                "split.source is annotations but no --annotations folder was given (dvc.yaml passes "
+                "data/raw/annotations); pass it, or set split.source: generated"
+            )
+        study = study_splits(manifest, args.annotations, spec.annotation_prefix, params.shots,
+                             str(args.raw / "manifest.csv"))
+        for warning in study.warnings:
+            log.warning("%s", warning)
+        tables, classes = study.tables, study.classes
+    else:
+        per_class = params.split.test_per_class
+        if per_class == "study":
+            per_class = spec.study_test_per_class  # None: the study did not use it, test_fraction applies
+        generated = build_splits(
+            manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
+            seed=params.seed, test_per_class=per_class,
+        )
+        train = few_shot(generated.train, params.shots, params.seed, args.dataset)
+        columns = ["row", "path", "label", "class", "group"]
+        tables = {}
+        for name, table in zip(SPLITS, (train, generated.val, generated.test), strict=True):
             table = table.merge(manifest[["path", "row"]], on="path", how="left", validate="one_to_one")
-            table.sort_values("row")[columns].to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
-        (tmp / "classes.json").write_text(json.dumps(tables.classes, indent=2) + "\n")
+            tables[name] = table.sort_values("row")[columns]
+        classes = generated.classes
+    with atomic_dir(args.out) as tmp:
+        for name, table in tables.items():
+            table.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+        (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
     log.info(
-        "%s: %d train / %d val / %d test images, %d classes (shots=%d)",
-        args.dataset, len(train), len(tables.val), len(tables.test), len(tables.classes), params.shots,
+        "%s: %d train / %d val / %d test images, %d classes (split.source=%s, shots=%d)",
+        args.dataset, len(tables["train"]), len(tables["val"]), len(tables["test"]), len(classes),
+        params.split.source, params.shots,
     )
 
 

@@ -42,12 +42,15 @@ def _take_groups(groups: list[str], sizes: dict[str, int], target: int) -> tuple
 
 
 def build_splits(
-    manifest: pd.DataFrame, *, test_fraction: float, val_fraction: float, seed: int
+    manifest: pd.DataFrame, *, test_fraction: float, val_fraction: float, seed: int,
+    test_per_class: int | None = None,
 ) -> SplitTables:
     """Split a manifest (columns path, class, group) per class by whole groups.
 
     Each class gives round(n * fraction) images (at least one group) to test, then to val;
-    the rest is train. Groups are shuffled with `seed`; rows keep the manifest's order.
+    the rest is train. `test_per_class`, when given, replaces round(n * test_fraction) (whole
+    groups: the last one taken may overshoot it). Groups are shuffled with `seed`; rows keep the
+    manifest's order.
     """
     missing = {"path", "class", "group"} - set(manifest.columns)
     if missing:
@@ -70,7 +73,13 @@ def build_splits(
             )
         order = [groups[i] for i in rng.permutation(len(groups))]
         n = len(rows)
-        test, rest = _take_groups(order, sizes, max(1, round(n * test_fraction)))
+        if test_per_class is not None and test_per_class >= n - 1:
+            raise PipelineError(
+                f"class {name!r} has {n} images; split.test_per_class={test_per_class} leaves too few for val "
+                "and train: lower it, or set it to null to use split.test_fraction"
+            )
+        test_size = test_per_class if test_per_class is not None else round(n * test_fraction)
+        test, rest = _take_groups(order, sizes, max(1, test_size))
         val, rest = _take_groups(rest, sizes, max(1, round(n * val_fraction)))
         if not rest:  # keep at least one group for training
             rest = [val.pop()] if len(val) > 1 else [test.pop()]

@@ -36,6 +36,8 @@ class DatasetSpec:
     expected_classes: int | None = None  # documented number of classes, checked after download
     expected_total: int | None = None  # documented number of images
     expected_per_class: dict[str, int] | None = None  # documented images per class
+    annotation_prefix: str | None = None  # the study's split lists are `<prefix>_train.txt` etc.
+    study_test_per_class: int | None = None  # test images per class in the study (split.test_per_class: study)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -52,6 +54,8 @@ def register_dataset(
     expected_classes: int | None = None,
     expected_total: int | None = None,
     expected_per_class: dict[str, int] | None = None,
+    annotation_prefix: str | None = None,
+    study_test_per_class: int | None = None,
 ) -> Callable[[Callable[[Any, Path, Path], None]], Callable[[Any, Path, Path], None]]:
     """Decorator: register `fetch(source_params, images_dir, cache_dir)` as dataset `name`."""
 
@@ -67,6 +71,8 @@ def register_dataset(
             expected_classes=expected_classes,
             expected_total=expected_total,
             expected_per_class=expected_per_class,
+            annotation_prefix=annotation_prefix,
+            study_test_per_class=study_test_per_class,
         )
         DATASETS.register(name)(spec)
         return fetch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,28 @@ def patch_group(relpath: str) -> str:
     return head if sep and tail.isdigit() else stem
 
 
-def _class_folders(root: Path) -> dict[str, Path]:
-    """Find the H1..H6 folders wherever the archive put them (one level of nesting or more)."""
-    found: dict[str, Path] = {}
+def _visible(path: Path, root: Path) -> bool:
+    """Not hidden and not macOS archive debris (`._x.jpg`, `__MACOSX/`)."""
+    return not any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts)
+
+
+def _class_images(root: Path) -> dict[str, list[Path]]:
+    """The image files of each H1..H6 folder, wherever the archive put them (any nesting).
+
+    A class folder inside another of the same name (`H1/H1/`) is read once, through the outer.
+    """
+    folders: dict[str, list[Path]] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_dir() and path.name in CLASSES and path.name not in found:
-            found[path.name] = path
-    return found
+        if path.is_dir() and path.name in CLASSES and _visible(path, root):
+            if not any(outer in path.parents for outer in folders.get(path.name, [])):
+                folders.setdefault(path.name, []).append(path)
+    return {
+        name: sorted(
+            p for folder in found for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p, root)
+        )
+        for name, found in folders.items()
+    }
 
 
 @register_dataset(
@@ -60,12 +76,18 @@ def _class_folders(root: Path) -> dict[str, Path]:
     expected_classes=len(CLASSES),
     expected_total=sum(COUNTS.values()),
     expected_per_class=COUNTS,
+    annotation_prefix="micro",
+    study_test_per_class=148,
 )
 def fetch_defungi(source: DefungiSource, images_dir: Path, cache_dir: Path) -> None:
-    """Download and check the archive, then keep the images of each class folder."""
+    """Download and check the archive, then keep the images of each class folder.
+
+    The class folders H1, H2, H3, H5, H6 may sit at the top or nested, possibly inside an inner
+    zip (one per class, or one for all); macOS debris (`__MACOSX/`, `._*`) is skipped.
+    """
     from stages.lib.fetch import download, extract
 
-    target = cache_dir / (Path(source.url.split("?")[0]).name or "defungi.zip")
+    target = cache_dir / "defungi.zip"  # a mirror's file name may differ; the format is read from the bytes
     result = download(source.url, target, sha256=source.sha256)
     if source.sha256 is None:
         log.warning(
@@ -73,27 +95,30 @@ def fetch_defungi(source: DefungiSource, images_dir: Path, cache_dir: Path) -> N
             "Pin it in params.yaml to verify future downloads.",
             result["sha256"],
         )
-    work = cache_dir / "extracted"
-    if work.exists():
-        shutil.rmtree(work)
-    extract(target, work)
-    folders = _class_folders(work)
-    if not folders:
-        # The UCI archive may wrap the data in an inner zip; open one level of nesting.
-        inner = sorted(work.rglob("*.zip"))
-        for index, archive in enumerate(inner):
-            extract(archive, work / f"inner{index}")
-        folders = _class_folders(work)
-    if not folders:
-        shutil.rmtree(work)
-        raise PipelineError(
-            f"defungi: {target} has no class folders {', '.join(CLASSES)}; "
-            "is sources.defungi.url the DeFungi archive?"
-        )
-    for name, folder in folders.items():
-        out = images_dir / name
-        out.mkdir(parents=True, exist_ok=True)
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+    with tempfile.TemporaryDirectory(prefix=".extract.", dir=cache_dir) as tmp:
+        work = Path(tmp)
+        extract(target, work / "outer")
+        images = _class_images(work / "outer")
+        if not images:  # the data may be wrapped in inner zips; open one level of them
+            inner = sorted(p for p in (work / "outer").rglob("*.zip") if _visible(p, work / "outer"))
+            for index, archive in enumerate(inner):
+                extract(archive, work / f"inner{index}" / archive.stem)
+            images = _class_images(work)
+        if not any(images.values()):
+            raise PipelineError(
+                f"defungi: {target} has no images in class folders {', '.join(CLASSES)}; "
+                "is sources.defungi.url the DeFungi archive?"
+            )
+        for name, paths in images.items():
+            out = images_dir / name
+            out.mkdir(parents=True, exist_ok=True)
+            for path in paths:
+                if (out / path.name).exists():
+                    if (out / path.name).read_bytes() == path.read_bytes():
+                        continue  # the same patch twice in the archive
+                    raise PipelineError(
+                        f"defungi: {target} holds two different {name}/{path.name}; is sources.defungi.url the "
+                        "DeFungi archive?"
+                    )
                 shutil.move(str(path), out / path.name)
-    shutil.rmtree(work)
+    log.info("defungi: %d images in %d classes", sum(map(len, images.values())), len(images))

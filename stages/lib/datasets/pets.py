@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,40 +53,70 @@ def breed_of(file_name: str) -> str:
     return match.group("breed")
 
 
+IMAGES_IN_ARCHIVE = 7390  # JPEGs in images.tar.gz; the official lists (list.txt) name 7,349 of them
+
+
+def _visible(path: Path, root: Path) -> bool:
+    """Not hidden and not macOS archive debris (`._x.jpg`, `__MACOSX/`)."""
+    return not any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts)
+
+
 @register_dataset(
     "pets",
     PetsSource,
-    "Oxford-IIIT Pet: 37 breeds, 7,349 images (CC BY-SA 4.0), downloaded from the VGG server",
+    "Oxford-IIIT Pet: 37 breeds, 7,390 images (CC BY-SA 4.0), downloaded from the VGG server",
     needs_network=True,
     expected_classes=37,
-    expected_total=7349,
+    expected_total=IMAGES_IN_ARCHIVE,
+    annotation_prefix="pet",
+    study_test_per_class=40,
 )
 def fetch_pets(source: PetsSource, images_dir: Path, cache_dir: Path) -> None:
-    """Download and check both archives, then lay the JPEGs out one folder per breed."""
+    """Download and check both archives, then lay the JPEGs out one folder per breed.
+
+    `images.tar.gz` holds `images/<Breed>_<n>.jpg` (and a few .mat files, skipped); every JPEG is
+    kept, so that lists naming any of them resolve. `annotations.tar.gz` gives the official
+    `trainval.txt`, `test.txt` and `list.txt`, kept beside the images in `official/`.
+    """
     from stages.lib.fetch import download, extract
 
     archives = {}
     for key, remote in (("images", source.images), ("annotations", source.annotations)):
-        target = cache_dir / Path(remote.url.split("?")[0]).name
-        download(remote.url, target, md5=remote.md5)
-        archives[key] = target
-    work = cache_dir / "extracted"
-    if work.exists():
-        shutil.rmtree(work)
-    extract(archives["images"], work / "images")
-    extract(archives["annotations"], work / "annotations")
-    jpgs = sorted(p for p in (work / "images").rglob("*") if p.is_file() and p.suffix.lower() == ".jpg")
-    if not jpgs:
-        raise PipelineError(f"pets: {archives['images']} holds no .jpg files; is sources.pets.images.url right?")
-    for path in jpgs:
-        folder = images_dir / breed_of(path.name)
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), folder / path.name)
-    official = images_dir.parent / "official"
-    for name in ("trainval.txt", "test.txt", "list.txt"):
-        found = sorted((work / "annotations").rglob(name))
-        if found:
+        archives[key] = cache_dir / f"{key}.tar.gz"  # the server's names; a mirror's may differ
+        download(remote.url, archives[key], md5=remote.md5)
+    with tempfile.TemporaryDirectory(prefix=".extract.", dir=cache_dir) as tmp:
+        work = Path(tmp)
+        extract(archives["images"], work / "images")
+        jpgs = sorted(
+            p for p in (work / "images").rglob("*")
+            if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and _visible(p, work / "images")
+        )
+        if not jpgs:
+            raise PipelineError(
+                f"pets: {archives['images']} holds no .jpg files; is sources.pets.images.url the Pet images archive?"
+            )
+        for path in jpgs:
+            folder = images_dir / breed_of(path.name)
+            folder.mkdir(parents=True, exist_ok=True)
+            if (folder / path.name).exists():
+                raise PipelineError(
+                    f"pets: {archives['images']} holds {path.name} twice; is sources.pets.images.url the Pet images "
+                    "archive?"
+                )
+            shutil.move(str(path), folder / path.name)
+        extract(archives["annotations"], work / "annotations")
+        official = images_dir.parent / "official"
+        for name in ("trainval.txt", "test.txt", "list.txt"):
+            found = sorted(p for p in (work / "annotations").rglob(name) if _visible(p, work / "annotations"))
+            if not found:
+                raise PipelineError(
+                    f"pets: {archives['annotations']} has no {name}; is sources.pets.annotations.url the Pet "
+                    "annotations archive?"
+                )
             official.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(found[0], official / name)
-    shutil.rmtree(work)
-    log.info("pets: %d images in %d breeds", len(jpgs), len({breed_of(p.name) for p in jpgs}))
+        listed = sum(1 for line in (official / "list.txt").read_text().splitlines() if line and line[0] != "#")
+    log.info(
+        "pets: %d images in %d breeds (the official lists name %d of them)",
+        len(jpgs), len({breed_of(p.name) for p in jpgs}), listed,
+    )
