@@ -1,5 +1,6 @@
 """evaluate@D-M: K-means accuracy (Hungarian-matched, each image scored against its own label),
-NMI and ARI of the test embeddings, written to `metrics/D/M.json` for `dvc metrics`."""
+NMI and ARI of the test embeddings, the K-means accuracy's spread over K-means seeds, and
+leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), written to `metrics/D/M.json`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from stages.lib import cli
 from stages.lib.arrays import load_npz
 from stages.lib.atomic import write_json
 from stages.lib.errors import stage_main
-from stages.lib.metrics import clustering_scores
+from stages.lib.metrics import embedding_scores
 
 log = logging.getLogger("stages.evaluate")
 
@@ -26,8 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     params = cli.params_of(args)
     data = load_npz(args.embeddings, ("embeddings", "labels"))
     labels = data["labels"]
-    scores = clustering_scores(
-        data["embeddings"], labels, n_init=params.evaluate.kmeans_n_init, seed=params.evaluate.kmeans_seed
+    e = params.evaluate
+    scores = embedding_scores(
+        data["embeddings"], labels, n_init=e.kmeans_n_init, seed=e.kmeans_seed,
+        kmeans_repeats=e.kmeans_repeats, knn_k=e.knn_k, distance=e.distance,
     )
     metrics = {
         **{k: round(v, 6) for k, v in scores.items()},
@@ -36,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_json(args.out, metrics)
     log.info(
-        "K-means accuracy %.4f, NMI %.4f, ARI %.4f -> %s", scores["kmeans_acc"], scores["nmi"], scores["ari"], args.out
+        "K-means accuracy %.4f (std %.4f over %d seeds), NMI %.4f, ARI %.4f, P@1 %.4f, MAP@R %.4f, %d-NN %.4f -> %s",
+        scores["kmeans_acc"], scores["kmeans_acc_std"], e.kmeans_repeats, scores["nmi"], scores["ari"],
+        scores["precision_at_1"], scores["map_at_r"], e.knn_k, scores["knn_acc"], args.out,
     )
 
 

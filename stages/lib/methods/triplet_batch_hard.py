@@ -1,0 +1,54 @@
+"""Triplet loss with batch-hard mining (Hermans et al. 2017, "In Defense of the Triplet Loss")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.losses import TripletMarginLoss
+from pytorch_metric_learning.miners import BatchHardMiner
+from pytorch_metric_learning.reducers import MeanReducer
+from torch import nn
+
+from stages.lib.methods.balanced import check_balanced, class_balanced_batches
+from stages.lib.methods.base import Method, register_method
+from stages.lib.params import _require
+
+
+@dataclass(frozen=True)
+class TripletBatchHardParams:
+    """`triplet_batch_hard`: images per batch, images per class in a batch (K), and the margin."""
+
+    batch_size: int
+    images_per_class: int
+    margin: float
+
+    def check(self, where: str) -> None:
+        check_balanced(where, self.batch_size, self.images_per_class)
+        _require(self.margin > 0, f"{where}.margin", "a number > 0", self.margin)
+
+
+@register_method("triplet_batch_hard")
+class TripletBatchHard(Method):
+    """Class-balanced P x K batches, one forward per image; every image is an anchor with its
+    batch's farthest positive and nearest negative (pytorch-metric-learning `BatchHardMiner`),
+    `TripletMarginLoss(margin)` on the raw (not L2-normalised) embeddings, as the study's triplet
+    method, averaged over every anchor (zero-loss ones included)."""
+
+    params_type = TripletBatchHardParams
+
+    def __init__(self, params: TripletBatchHardParams, n_classes: int, embed_dim: int) -> None:
+        super().__init__(params, n_classes, embed_dim)
+        distance = LpDistance(p=2, power=1, normalize_embeddings=False)
+        self.miner = BatchHardMiner(distance=distance)
+        self.criterion = TripletMarginLoss(margin=params.margin, distance=distance, reducer=MeanReducer())
+
+    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        return class_balanced_batches(labels, rng, self.params.batch_size, self.params.images_per_class)
+
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
+        with torch.autocast(embeddings.device.type, enabled=False):  # distances in float32
+            x = embeddings.float()
+            return self.criterion(x, labels, self.miner(x, labels))
