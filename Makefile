@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench
 
 setup: $(STAMP)
 
@@ -22,3 +22,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check stages tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_cpu.py

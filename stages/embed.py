@@ -9,11 +9,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from stages.lib import cli
 from stages.lib.arrays import save_npz
-from stages.lib.device import pick_device
+from stages.lib.device import configure_determinism, pick_device
 from stages.lib.embedding import embed_pixels
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.models import load_backbone
@@ -39,10 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     table = read_table(args.splits, "test")
     pixels = split_pixels(args.decoded, table, size)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    embeddings = embed_pixels(
-        backbone, pixels, pick_device(params.train.device), params.embed.batch_size, params.train.precision
-    )
+    device = pick_device(params.train.device)
+    configure_determinism(params.train.deterministic, device)
+    embeddings = embed_pixels(backbone, pixels, device, params.embed.batch_size, params.train.precision)
     if not np.isfinite(embeddings).all():
         raise PipelineError(f"the model in {args.model} gives non-finite embeddings; its training diverged")
     save_npz(

@@ -6,18 +6,19 @@ Selects the epoch with the lowest validation loss and writes it to `models/D/M/`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import torch
 
 from stages.lib import cli
-from stages.lib.device import pick_device
+from stages.lib.device import configure_determinism, pick_device
 from stages.lib.errors import stage_main
 from stages.lib.methods import METHODS
 from stages.lib.models import build_backbone, save_checkpoint
 from stages.lib.splitdata import read_classes, read_table, split_pixels
-from stages.lib.trainer import SplitData, fit, write_curve
+from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
 from stages.weights import weights_file
 
 log = logging.getLogger("stages.train")
@@ -33,13 +34,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", type=Path, required=True, help="pretrained weights folder (models/pretrained)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>)")
     p.add_argument("--curve", type=Path, required=True, help="per-epoch loss CSV (plots/train/...)")
+    p.add_argument(
+        "--resume-dir", type=Path, default=None,
+        help="folder for the per-epoch resume checkpoint, kept between runs (data/cache/resume/...); "
+        "default: no resuming",
+    )
     args = p.parse_args(argv)
     params = cli.params_of(args)
     method_cls = METHODS.get(args.method)
     classes = read_classes(args.splits)
     device = pick_device(params.train.device)
     torch.manual_seed(params.seed)
-    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    configure_determinism(params.train.deterministic, device)
     backbone = build_backbone(params.model.name, weights_file(args.weights))
     method = method_cls(params.method_params(args.method), len(classes), backbone.num_features)
     meta = {
@@ -59,15 +65,20 @@ def main(argv: list[str] | None = None) -> None:
     size = params.model.image_size
     data = {}
     for name in ("train", "val"):
-        table = read_table(args.splits, name)
-        data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy())
+        study = method.study_tables.get(name)  # the study's triplet lists, where the split has them
+        table = read_table(args.splits, study if study and (args.splits / f"{study}.csv").is_file() else name)
+        negatives = table["negative_label"].to_numpy() if "negative_label" in table.columns else None
+        data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy(), negatives)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
     )
     result = fit(
         method, backbone, data["train"], data["val"], params.train,
-        seed=params.seed, device=device, curve_path=args.curve,
+        seed=params.seed, device=device, curve_path=args.curve, resume_dir=args.resume_dir,
+        context={
+            "dataset": args.dataset, "model": dataclasses.asdict(params.model), "splits": folder_digest(args.splits),
+        },
     )
     backbone.load_state_dict(result.backbone_state)
     head = method.head()
@@ -75,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         head.load_state_dict(result.head_state)
     meta.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, epochs=params.train.epochs)
     save_checkpoint(args.out, backbone, head, meta)
+    clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
     log.info("best epoch %d (val loss %.4f) -> %s", result.best_epoch, result.best_val_loss, args.out)
 
 

@@ -7,11 +7,13 @@ flip and normalisation happen later, in batches, on the device.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from stages.lib.atomic import atomic_path
@@ -24,7 +26,10 @@ def decode_to_file(paths: Sequence[Path], size: int, out: Path, desc: str = "dec
     with atomic_path(out) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
         workers = max(1, min(8, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
+        # load_rgb refuses images above Pillow's limit itself; keep Pillow's warning about them
+        # quiet (set once here, in this thread: warning filters are process-wide, not thread-safe).
+        with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             results = pool.map(lambda p: load_resized(p, size), paths)
             for index, pixels in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False)):
                 array[index] = pixels

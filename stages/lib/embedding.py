@@ -22,5 +22,7 @@ def embed_pixels(
     ):
         for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False):
             images = to_device(pixels[start : start + batch_size], device)
-            out.append(backbone(normalise(images)).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float32, copy=False)
+            out.append(backbone(normalise(images)).float())  # stays on the device: no sync per batch
+    if not out:
+        return np.zeros((0, getattr(backbone, "num_features", 0)), dtype=np.float32)
+    return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)

@@ -35,7 +35,7 @@ def stage_main(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # one line, always
             raise SystemExit(1) from None
         except KeyboardInterrupt:
             print("error: interrupted; outputs of this stage are incomplete and were not kept", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +19,27 @@ def load_rgb(path: str | Path) -> Image.Image:
     (`Image.open(p).convert("RGB")`). 16-bit images are scaled to 8 bits first instead of clipped.
     """
     path = Path(path)
+    bomb = PipelineError(
+        f"image {path} is larger than Pillow's safety limit ({Image.MAX_IMAGE_PIXELS} pixels); "
+        "remove it from the dataset or check where it came from"
+    )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()
-                if image.mode in _SIXTEEN_BIT:
-                    array = np.asarray(image, dtype=np.int64)
-                    top = 65535 if array.max() > 255 else 255
-                    image = Image.fromarray((array * 255 // top).astype(np.uint8), mode="L")
-                return image.convert("RGB")
+        with Image.open(path) as image:
+            # Checked here, not by turning Pillow's warning into an error: warning filters are
+            # process-wide and not thread-safe, and images are decoded on several threads.
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and image.width * image.height > limit:
+                raise bomb
+            image.load()
+            if image.mode in _SIXTEEN_BIT:
+                array = np.asarray(image, dtype=np.int64)
+                top = 65535 if array.max() > 255 else 255
+                image = Image.fromarray((array * 255 // top).astype(np.uint8), mode="L")
+            return image.convert("RGB")
     except FileNotFoundError:
         raise PipelineError(f"image not found: {path}; re-run the download stage (dvc repro)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise PipelineError(
-            f"image {path} is larger than Pillow's safety limit ({Image.MAX_IMAGE_PIXELS} pixels); "
-            "remove it from the dataset or check where it came from"
-        ) from None
+    except Image.DecompressionBombError:  # Pillow's own refusal, above twice its limit
+        raise bomb from None
     except UnidentifiedImageError:
         raise PipelineError(f"{path} is not an image Pillow can read; remove or replace it") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -11,10 +11,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from stages.lib.atomic import atomic_path
+from stages.lib.atomic import atomic_dir
 from stages.lib.errors import PipelineError
 
 WEIGHTS_FILE = "model.safetensors"
+META_KEYS = ("model", "image_size", "classes")  # what the later stages read from meta.json
 
 
 def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
@@ -54,15 +55,14 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, backbone: nn.Module, head: nn.Module | None, meta: dict) -> None:
-    """Write `model.safetensors` (backbone.*, head.*) and `meta.json` into `folder`, atomically."""
+    """Write `model.safetensors` (backbone.*, head.*) and `meta.json` as the folder `folder`,
+    atomically: the folder is replaced whole, so weights and meta data always belong together."""
     tensors = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     if head is not None:
         tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"model": str(meta.get("model", ""))})
-    with atomic_path(folder / "meta.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"model": str(meta.get("model", ""))})
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def load_backbone(folder: Path) -> tuple[nn.Module, dict]:
@@ -71,8 +71,11 @@ def load_backbone(folder: Path) -> tuple[nn.Module, dict]:
         meta = json.loads((folder / "meta.json").read_text())
     except FileNotFoundError:
         raise PipelineError(f"{folder / 'meta.json'} not found; run the train stage first (dvc repro)") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{folder / 'meta.json'} is corrupt ({exc}); re-run the train stage") from None
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise PipelineError(f"{folder / 'meta.json'} lacks {', '.join(missing)}; re-run the train stage")
     model = build_backbone(meta["model"])
     state = _read_safetensors(folder / WEIGHTS_FILE)
     backbone_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}

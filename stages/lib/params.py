@@ -25,16 +25,29 @@ T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 UMAP_METRICS = ("euclidean", "cosine", "manhattan", "correlation")
+EVALUATE_DISTANCES = ("euclidean", "cosine")  # for the retrieval metrics (K-means is Euclidean)
+MAX_SEED = 2**32 - 1  # what scikit-learn and umap-learn accept as random_state (torch and numpy take more)
+SEED_RANGE = f"an integer in [0, {MAX_SEED}]"
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    """How `split` divides each class: fractions held out for test and validation."""
+    """How `split` builds train/val/test: the study's own lists, or generated from `seed` and sizes.
 
+    `test_per_class` (generated only) holds out that many test images per class instead of
+    `test_fraction`; `study` means each dataset's test size in the study (pets 40, DeFungi 148;
+    `test_fraction` for datasets the study did not use).
+    """
+
+    source: Literal["annotations", "generated"]
     test_fraction: float
+    test_per_class: int | Literal["study"] | None
     val_fraction: float
 
     def check(self, where: str) -> None:
+        if isinstance(self.test_per_class, int):
+            _require(self.test_per_class >= 1, f"{where}.test_per_class", "an integer >= 1, study or null",
+                     self.test_per_class)
         _require(0 < self.test_fraction < 1, f"{where}.test_fraction", "a number in (0, 1)", self.test_fraction)
         _require(0 < self.val_fraction < 1, f"{where}.val_fraction", "a number in (0, 1)", self.val_fraction)
         _require(
@@ -75,6 +88,7 @@ class TrainParams:
     hflip: float
     precision: str
     compile: bool
+    deterministic: bool
 
     def check(self, where: str) -> None:
         _one_of(self.device, f"{where}.device", DEVICES)
@@ -113,14 +127,24 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """K-means settings: the study used 10 initialisations and random_state 0."""
+    """K-means settings (the study: 10 initialisations, random_state 0); how many K-means seeds
+    the accuracy's spread is taken over; k of the k-NN accuracy; the retrieval metrics' distance."""
 
     kmeans_n_init: int
     kmeans_seed: int
+    kmeans_repeats: int
+    knn_k: int
+    distance: str
 
     def check(self, where: str) -> None:
         _require(self.kmeans_n_init >= 1, f"{where}.kmeans_n_init", "an integer >= 1", self.kmeans_n_init)
-        _require(self.kmeans_seed >= 0, f"{where}.kmeans_seed", "an integer >= 0", self.kmeans_seed)
+        _require(0 <= self.kmeans_seed <= MAX_SEED, f"{where}.kmeans_seed", SEED_RANGE, self.kmeans_seed)
+        _require(
+            1 <= self.kmeans_repeats <= MAX_SEED - self.kmeans_seed + 1, f"{where}.kmeans_repeats",
+            f"an integer >= 1 with kmeans_seed + kmeans_repeats - 1 <= {MAX_SEED}", self.kmeans_repeats,
+        )
+        _require(self.knn_k >= 1, f"{where}.knn_k", "an integer >= 1", self.knn_k)
+        _one_of(self.distance, f"{where}.distance", EVALUATE_DISTANCES)
 
 
 @dataclass(frozen=True)
@@ -136,7 +160,7 @@ class UmapParams:
         _require(self.n_neighbors >= 2, f"{where}.n_neighbors", "an integer >= 2", self.n_neighbors)
         _require(0 <= self.min_dist <= 1, f"{where}.min_dist", "a number in [0, 1]", self.min_dist)
         _one_of(self.metric, f"{where}.metric", UMAP_METRICS)
-        _require(self.seed >= 0, f"{where}.seed", "an integer >= 0", self.seed)
+        _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
 
 
 @dataclass(frozen=True)
@@ -159,8 +183,34 @@ class WeightsSource:
         )
 
 
+@dataclass(frozen=True)
+class AnnotationsSource:
+    """`sources.annotations`: the study's split lists, from its public Google Drive folder, or
+    from an archive (zip or tar) of the same files at `url` (a mirror; replaces Drive when set)."""
+
+    drive_folder: str
+    url: str | None = None
+    sha256: str | None = None
+
+    def check(self, where: str) -> None:
+        import re
+
+        _require(
+            re.fullmatch(r"[A-Za-z0-9_-]{10,}", self.drive_folder) is not None,
+            f"{where}.drive_folder", "a Google Drive folder id (letters, digits, - and _)", self.drive_folder,
+        )
+        _require(
+            self.url is None or self.url.startswith(("http://", "https://", "file://")),
+            f"{where}.url", "an http(s) URL of a zip or tar archive, or null (use drive_folder)", self.url,
+        )
+        _require(
+            self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None,
+            f"{where}.sha256", "64 lowercase hex digits or null", self.sha256,
+        )
+
+
 # Entries of `sources` that are not datasets.
-FIXED_SOURCES: dict[str, type] = {"weights": WeightsSource}
+FIXED_SOURCES: dict[str, type] = {"weights": WeightsSource, "annotations": AnnotationsSource}
 
 
 @dataclass(frozen=True)
@@ -215,6 +265,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PipelineError(f"{path} is not valid YAML{where}: {problem}; fix the file") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path} is not UTF-8 text (byte {exc.start}); fix the file") from None
     return params_from_dict(raw, str(path))
 
 
@@ -229,7 +281,7 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
         accepted = set(_FIXED_TOP) | {"sources"} | set(METHODS.names())
         for key in raw:
             if key not in accepted:
-                raise _UnknownKey(str(key), sorted(accepted))
+                raise _UnknownKey(_key_name(key), sorted(accepted))
         values: dict[str, Any] = {}
         for key, typ in _FIXED_TOP.items():
             if key not in raw:
@@ -241,7 +293,7 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
             raise _KeyError("sources", "a mapping with one section per dataset", sources_raw)
         for key in sources_raw:
             if key not in DATASETS and key not in FIXED_SOURCES:
-                raise _UnknownKey(f"sources.{key}", sorted([*DATASETS.names(), *FIXED_SOURCES]))
+                raise _UnknownKey(f"sources.{_key_name(key)}", sorted([*DATASETS.names(), *FIXED_SOURCES]))
         sources = {}
         for name, typ in FIXED_SOURCES.items():
             if name not in sources_raw:
@@ -263,12 +315,12 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
         params = Params(sources=sources, method=method_sections, **values)
         _check(params, DATASETS, METHODS)
     except _KeyError as exc:
-        raise PipelineError(f"{origin}: {exc}") from None
+        raise PipelineError(_printable(f"{origin}: {exc}")) from None
     return params
 
 
 def _check(p: Params, datasets, methods) -> None:
-    _require(p.seed >= 0, "seed", "an integer >= 0", p.seed)
+    _require(0 <= p.seed <= MAX_SEED, "seed", SEED_RANGE, p.seed)
     _require(p.shots >= 0, "shots", "an integer >= 0 (0 = every training image)", p.shots)
     for key, names, registry in (("datasets", p.datasets, datasets), ("methods", p.methods, methods)):
         _require(len(names) > 0, key, f"a non-empty list of: {', '.join(registry.names())}", names)
@@ -284,6 +336,24 @@ def _check(p: Params, datasets, methods) -> None:
     for name, section in p.method.items():
         if hasattr(section, "check"):
             section.check(name)
+    if p.split.source == "annotations":
+        from stages.lib.annotations import LOW_DATA_SHOTS
+
+        published = [n for n in datasets.names() if datasets.get(n).annotation_prefix]
+        for name in p.datasets:
+            if not datasets.get(name).annotation_prefix:
+                raise _KeyError(
+                    "split.source",
+                    f"generated when datasets include {name} (the study published split lists only for "
+                    f"{', '.join(published)})",
+                    p.split.source,
+                )
+        _require(
+            p.shots in (0, LOW_DATA_SHOTS), "shots",
+            f"0 or {LOW_DATA_SHOTS} with split.source: annotations (the study's lists cover only those); "
+            "set split.source: generated for other values",
+            p.shots,
+        )
     if p.shots:
         for name in p.datasets:
             smallest = datasets.get(name).smallest_class(p.sources[name])
@@ -312,12 +382,23 @@ class _KeyError(Exception):
 
 class _UnknownKey(_KeyError):
     def __init__(self, key: str, accepted: list[str]) -> None:
-        Exception.__init__(self, f"unknown key {key}; accepted: {', '.join(accepted)}")
+        Exception.__init__(self, f"unknown key {key}; accepted: {', '.join(accepted) or 'none (no keys)'}")
 
 
 class _Missing(_KeyError):
     def __init__(self, key: str) -> None:
         Exception.__init__(self, f"missing key {key}; add it (see README, Params)")
+
+
+def _key_name(key: Any) -> str:
+    """A key as a message shows it: plain if it reads plainly, else quoted (empty, spaces, control characters)."""
+    text = str(key)
+    return text if text and text.isprintable() and " " not in text else repr(text)
+
+
+def _printable(message: str) -> str:
+    """`message` on one line: control characters (newlines included) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def _show(value: Any) -> str:
@@ -333,6 +414,14 @@ def _require(ok: bool, key: str, expected: str, got: Any) -> None:
 def _one_of(value: Any, key: str, accepted: tuple[str, ...] | list[str]) -> None:
     if value not in accepted:
         raise _KeyError(key, f"one of: {', '.join(accepted)}", value)
+
+
+def _type_words(typ: Any) -> str:
+    """How an error message names a type: `int` -> "an integer", `Literal["a"]` -> "a"."""
+    if typing.get_origin(typ) is Literal:
+        return " or ".join(map(str, typing.get_args(typ)))
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    return words.get(typ, getattr(typ, "__name__", str(typ)))
 
 
 def _convert(value: Any, typ: Any, key: str) -> Any:
@@ -355,8 +444,13 @@ def _convert(value: Any, typ: Any, key: str) -> Any:
                 value = float(value)
             except ValueError:
                 raise _KeyError(key, "a number", value) from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)  # an int beyond the float range overflows
+            except OverflowError:
+                number = math.inf
+            if math.isfinite(number):
+                return number
         raise _KeyError(key, "a finite number", value)
     if typ is str:
         if isinstance(value, str):
@@ -379,6 +473,12 @@ def _convert(value: Any, typ: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _convert(value, inner[0], key)
+        for option in inner:  # e.g. `int | Literal["study"] | None`: the first that fits
+            try:
+                return _convert(value, option, key)
+            except _KeyError:
+                continue
+        raise _KeyError(key, " or ".join(_type_words(a) for a in args), value)
     if typ is Any:
         return value
     raise TypeError(f"unsupported params type {typ!r} for {key}")
@@ -393,7 +493,7 @@ def _to_dataclass(value: Any, cls: type[T], key: str) -> T:
     names = [f.name for f in fields(cls)]
     for k in value:
         if k not in names:
-            raise _UnknownKey(f"{key}.{k}", names)
+            raise _UnknownKey(f"{key}.{_key_name(k)}", names)
     kwargs = {}
     for f in fields(cls):
         if f.name in value:

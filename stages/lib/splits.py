@@ -30,11 +30,14 @@ class SplitTables:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def _take_groups(groups: list[str], sizes: dict[str, int], target: int) -> tuple[list[str], list[str]]:
-    """Take groups from the front until at least `target` images; return (taken, rest)."""
+def _take_groups(
+    groups: list[str], sizes: dict[str, int], target: int, keep: int = 0
+) -> tuple[list[str], list[str]]:
+    """Take groups from the front until at least `target` images, but leave at least `keep` groups
+    (one for each split still to fill); return (taken, rest)."""
     taken, count = [], 0
     for index, group in enumerate(groups):
-        if count >= target:
+        if count >= target or len(groups) - index <= keep:
             return taken, groups[index:]
         taken.append(group)
         count += sizes[group]
@@ -48,9 +51,9 @@ def build_splits(
     """Split a manifest (columns path, class, group) per class by whole groups.
 
     Each class gives round(n * fraction) images (at least one group) to test, then to val;
-    the rest is train. `test_per_class`, when given, replaces round(n * test_fraction) (whole
-    groups: the last one taken may overshoot it). Groups are shuffled with `seed`; rows keep the
-    manifest's order.
+    the rest is train; every split gets at least one group of every class. `test_per_class`,
+    when given, replaces round(n * test_fraction) (whole groups: the last one taken may overshoot
+    it). Groups are shuffled with `seed`; rows keep the manifest's order.
     """
     missing = {"path", "class", "group"} - set(manifest.columns)
     if missing:
@@ -79,10 +82,8 @@ def build_splits(
                 "and train: lower it, or set it to null to use split.test_fraction"
             )
         test_size = test_per_class if test_per_class is not None else round(n * test_fraction)
-        test, rest = _take_groups(order, sizes, max(1, test_size))
-        val, rest = _take_groups(rest, sizes, max(1, round(n * val_fraction)))
-        if not rest:  # keep at least one group for training
-            rest = [val.pop()] if len(val) > 1 else [test.pop()]
+        test, rest = _take_groups(order, sizes, max(1, test_size), keep=2)  # a group each for val and train
+        val, rest = _take_groups(rest, sizes, max(1, round(n * val_fraction)), keep=1)
         for split, chosen in (("test", test), ("val", val), ("train", rest)):
             for group in chosen:
                 assignment[group] = split

@@ -1,14 +1,22 @@
 """The training loop shared by every method: batches from the decoded cache, one forward each,
-per-epoch validation, and selection of the epoch with the lowest validation loss."""
+per-epoch validation, selection of the epoch with the lowest validation loss, and a resume
+checkpoint after every epoch so a killed run continues where it stopped."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
+import hashlib
 import io
+import json
 import logging
+import pickle
+import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from stages.lib.atomic import write_text
+from stages.lib.atomic import atomic_path, write_text
 from stages.lib.device import autocast_dtype, normalise, prepare_model, to_device
 from stages.lib.errors import PipelineError
 from stages.lib.methods.base import Method
@@ -27,14 +35,20 @@ log = logging.getLogger(__name__)
 
 CURVE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr"]
 VAL_STREAM = 1_000_003  # the validation batches use one fixed random stream for every epoch
+RESUME_FILE = "resume.pt"
+RESUME_FORMAT = 1  # bump when the resume checkpoint's layout changes; older ones are discarded
 
 
 @dataclass
 class SplitData:
-    """A decoded split: pixels (N x H x W x 3 uint8) and integer labels, row for row."""
+    """A decoded split: pixels (N x H x W x 3 uint8) and integer labels, row for row.
+
+    `negative_labels`: each row's negative class, for the study's triplet lists (else None).
+    """
 
     pixels: np.ndarray
     labels: np.ndarray
+    negative_labels: np.ndarray | None = None
 
 
 @dataclass
@@ -110,10 +124,193 @@ def _run_batches(
     if len(bad):
         phase = "training" if optimizer is not None else "validation"
         raise PipelineError(
-            f"{phase} loss is {values[bad[0]]} at epoch {epoch}, batch {bad[0] + 1}; lower train.lr "
-            "or check the data; the last good checkpoint is kept"
+            f"{phase} loss is {values[bad[0]]} at epoch {epoch}, batch {bad[0] + 1}; lower train.lr or check the data"
         )
     return float(np.dot(values, weights) / max(sum(weights), 1))
+
+
+# --- resume checkpoints --------------------------------------------------------------------
+
+
+def _hash_tensor(digest: Any, name: str, tensor: torch.Tensor) -> None:
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+
+
+def run_fingerprint(
+    model: nn.Module, method: Method, train: SplitData, val: SplitData, params: TrainParams, *,
+    seed: int, device: torch.device, context: dict | None = None,
+) -> str:
+    """A hash of everything a run's trajectory depends on, so a resume checkpoint is only used by
+    the same run: the params (seed, train, the method's section, the caller's `context`, e.g. the
+    model section), the device, the starting weights (model name, pretrained file, initialisation),
+    and the exact train and validation data (pixels, labels, prescribed negatives). Costs one pass
+    over the data (about a second per GB)."""
+    digest = hashlib.sha256()
+    settings = {
+        "format": RESUME_FORMAT,
+        "seed": seed,
+        "train": dataclasses.asdict(params),
+        "method": method.name,
+        "method_params": dataclasses.asdict(method.params) if dataclasses.is_dataclass(method.params) else None,
+        "device": device.type,
+        "context": context or {},
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        _hash_tensor(digest, name, tensor)
+    for split, data in (("train", train), ("val", val)):
+        for part in dataclasses.fields(data):  # pixels, labels and whatever else a split carries
+            value = getattr(data, part.name)
+            if value is not None:
+                array = np.ascontiguousarray(value)
+                digest.update(f"{split}.{part.name}|{array.dtype}|{array.shape}|".encode())
+                digest.update(array)
+    return digest.hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of every file in `folder` (e.g. the split tables)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}|{path.stat().st_size}|".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cpu_copy(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _save_resume(folder: Path, state: dict) -> None:
+    """Write the resume checkpoint atomically: a kill leaves the previous epoch's file whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / RESUME_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_resume(folder: Path, fingerprint: str) -> dict | None:
+    """The resume checkpoint in `folder` if it belongs to this run; otherwise None (and a stale or
+    unreadable one is deleted, with a log line saying why). Loaded with `weights_only=True`."""
+    path = folder / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        log.warning("resume checkpoint %s is unreadable (it needs unrestricted unpickling, which is never done); "
+                    "discarding it and starting from epoch 1", path)
+        path.unlink(missing_ok=True)
+        return None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("resume checkpoint %s is unreadable (%s); discarding it and starting from epoch 1", path, first)
+        path.unlink(missing_ok=True)
+        return None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        log.warning("resume checkpoint %s has an unknown layout; discarding it and starting from epoch 1", path)
+        path.unlink(missing_ok=True)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.warning(
+            "resume checkpoint %s was made with other params or data (fingerprint %.12s, this run %.12s); "
+            "discarding it and starting from epoch 1", path, str(state.get("fingerprint")), fingerprint,
+        )
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def clear_resume(folder: Path | None) -> None:
+    """Delete the resume checkpoint (after the final checkpoint is safely written)."""
+    if folder is None:
+        return
+    (folder / RESUME_FILE).unlink(missing_ok=True)
+    for stale in folder.glob(f".{RESUME_FILE}.*.tmp"):  # left by a kill mid-write
+        stale.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Loop:
+    """Everything one epoch needs and everything a resume checkpoint stores."""
+
+    model: Model
+    method: Method
+    train: SplitData
+    val: SplitData
+    val_batches: list[np.ndarray]
+    params: TrainParams
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    seed: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    forward: nn.Module
+    curve_path: Path | None
+    resume_dir: Path | None
+    fingerprint: str | None
+    history: list[dict] = field(default_factory=list)
+    best: FitResult | None = None
+
+    def resume_state(self, epoch: int) -> dict:
+        """A weights_only-loadable dict: tensors, numbers, strings, lists and dicts only."""
+        best = self.best
+        assert best is not None
+        same = best.best_epoch == epoch  # the best weights are the current ones: store them once
+        head = self.model.head
+        return {
+            "format": RESUME_FORMAT,
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "backbone": self.model.backbone.state_dict(),
+            "head": head.state_dict() if head is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            },
+            "history": self.history,
+            "best": {
+                "epoch": best.best_epoch,
+                "val_loss": best.best_val_loss,
+                "backbone": None if same else best.backbone_state,
+                "head": None if same else best.head_state,
+            },
+        }
+
+    def restore(self, state: dict) -> int:
+        """Load a resume checkpoint into the model, optimiser, scheduler and RNGs; the next epoch."""
+        try:
+            self.model.backbone.load_state_dict(state["backbone"])
+            if self.model.head is not None:
+                self.model.head.load_state_dict(state["head"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            self.history = list(state["history"])
+            b = state["best"]
+            if b["backbone"] is None:  # the best epoch was the last one saved
+                backbone_state = _cpu_copy(self.model.backbone.state_dict())
+                head_state = _cpu_copy(self.model.head.state_dict()) if self.model.head is not None else None
+            else:
+                backbone_state, head_state = b["backbone"], b["head"]
+            self.best = FitResult(backbone_state, head_state, int(b["epoch"]), float(b["val_loss"]))
+            return int(state["epoch"]) + 1
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            path = self.resume_dir / RESUME_FILE if self.resume_dir else RESUME_FILE
+            raise PipelineError(
+                f"resume checkpoint {path} does not fit this run ({first}); delete it and re-run"
+            ) from None
 
 
 def fit(
@@ -126,54 +323,85 @@ def fit(
     seed: int,
     device: torch.device,
     curve_path: Path | None = None,
+    resume_dir: Path | None = None,
+    context: dict | None = None,
 ) -> FitResult:
-    """Train `backbone` (and the method's head) for `params.epochs`; keep the lowest-val-loss epoch."""
+    """Train `backbone` (and the method's head) for `params.epochs`; keep the lowest-val-loss epoch.
+
+    With `resume_dir`, a checkpoint of the whole loop (weights, optimiser, scheduler, RNG states,
+    history, best epoch) is written there atomically after every epoch, and a matching one found
+    at the start is continued from; the result is the same as an uninterrupted run's. `context`
+    adds the caller's settings (e.g. the model section) to the checkpoint's fingerprint. The
+    caller deletes the checkpoint (`clear_resume`) once it has saved the result.
+    """
     torch.manual_seed(seed)
     head = method.head()
-    model = prepare_model(Model(backbone, head), device)
-    amp_dtype = autocast_dtype(params.precision, device)
-    forward = torch.compile(model.backbone) if params.compile else model.backbone
+    model = Model(backbone, head)
+    fingerprint = None
+    if resume_dir is not None:
+        fingerprint = run_fingerprint(model, method, train, val, params, seed=seed, device=device, context=context)
+    model = prepare_model(model, device)
     optimizer = build_optimizer(model.parameters(), params)
-    scheduler = build_scheduler(optimizer, params)
-    val_batches = method.epoch_batches(val.labels, np.random.default_rng([seed, VAL_STREAM]))
+    loop = _Loop(
+        model=model, method=method, train=train, val=val,
+        val_batches=method.split_batches(val, np.random.default_rng([seed, VAL_STREAM])),
+        params=params, optimizer=optimizer, scheduler=build_scheduler(optimizer, params), seed=seed,
+        device=device, amp_dtype=autocast_dtype(params.precision, device),
+        forward=torch.compile(model.backbone) if params.compile else model.backbone,
+        curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint,
+    )
+    start = 1
+    if resume_dir is not None and fingerprint is not None:
+        state = _load_resume(resume_dir, fingerprint)
+        if state is not None:
+            start = loop.restore(state)
+            log.info("resuming %s from %s: epochs 1-%d done, continuing at epoch %d",
+                     method.name, resume_dir / RESUME_FILE, start - 1, start)
+            if curve_path is not None:
+                write_curve(curve_path, loop.history)
     with logging_redirect_tqdm():
-        best = _epochs(model, method, train, val, val_batches, params, optimizer, scheduler,
-                       seed=seed, device=device, amp_dtype=amp_dtype, forward=forward, curve_path=curve_path)
-    return best
+        _epochs(loop, start)
+    assert loop.best is not None
+    loop.best.history = loop.history
+    return loop.best
 
 
-def _epochs(model, method, train, val, val_batches, params, optimizer, scheduler, *, seed, device, amp_dtype,
-            forward, curve_path) -> FitResult:
-    best: FitResult | None = None
-    history: list[dict] = []
-    bar = tqdm(range(1, params.epochs + 1), desc=f"train {method.name}", unit="epoch")
+def _epochs(loop: _Loop, start: int) -> None:
+    params, model, method = loop.params, loop.model, loop.method
+    bar = tqdm(range(start, params.epochs + 1), desc=f"train {method.name}", unit="epoch",
+               initial=start - 1, total=params.epochs)
     for epoch in bar:
-        rng = np.random.default_rng([seed, epoch])
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        train_loss = _run_batches(
-            model, method, train, method.epoch_batches(train.labels, rng), device,
-            optimizer=optimizer, flip_rng=rng, hflip=params.hflip, epoch=epoch,
-            amp_dtype=amp_dtype, forward=forward,
-        )
-        scheduler.step()
-        model.eval()
-        val_loss = _run_batches(
-            model, method, val, val_batches, device, optimizer=None, flip_rng=None, hflip=0.0, epoch=epoch,
-            amp_dtype=amp_dtype, forward=forward,
-        )
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
-        if curve_path is not None:
-            write_curve(curve_path, history)
+        rng = np.random.default_rng([loop.seed, epoch])
+        lr = loop.optimizer.param_groups[0]["lr"]
+        try:
+            model.train()
+            train_loss = _run_batches(
+                model, method, loop.train, method.split_batches(loop.train, rng), loop.device,
+                optimizer=loop.optimizer, flip_rng=rng, hflip=params.hflip, epoch=epoch,
+                amp_dtype=loop.amp_dtype, forward=loop.forward,
+            )
+            loop.scheduler.step()
+            model.eval()
+            val_loss = _run_batches(
+                model, method, loop.val, loop.val_batches, loop.device, optimizer=None, flip_rng=None, hflip=0.0,
+                epoch=epoch, amp_dtype=loop.amp_dtype, forward=loop.forward,
+            )
+        except PipelineError as exc:
+            kept = ""
+            if loop.resume_dir is not None and (loop.resume_dir / RESUME_FILE).is_file():
+                kept = f"; epochs 1-{epoch - 1} and their best weights are kept in {loop.resume_dir / RESUME_FILE}"
+            raise PipelineError(f"{exc}{kept}") from None
+        loop.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         log.info("epoch %d: train loss %.4f, val loss %.4f, lr %.3g", epoch, train_loss, val_loss, lr)
-        if best is None or val_loss < best.best_val_loss:
-            best = FitResult(
+        if loop.best is None or val_loss < loop.best.best_val_loss:
+            loop.best = FitResult(
                 backbone_state=copy.deepcopy(model.backbone.state_dict()),
                 head_state=copy.deepcopy(model.head.state_dict()) if model.head is not None else None,
                 best_epoch=epoch,
                 best_val_loss=val_loss,
             )
-    assert best is not None
-    best.history = history
-    return best
+        if loop.resume_dir is not None:
+            _save_resume(loop.resume_dir, loop.resume_state(epoch))
+        if loop.curve_path is not None:
+            write_curve(loop.curve_path, loop.history)

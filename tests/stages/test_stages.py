@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import ROOT, run, tiny_params, write_params
 
-STAGES = ["download", "split", "decode", "weights", "train", "embed", "evaluate", "umap", "report"]
+STAGES = ["download", "annotations", "split", "decode", "weights", "train", "embed", "evaluate", "umap", "report"]
 
 
 @pytest.mark.parametrize("name", STAGES)

@@ -24,6 +24,10 @@ class Method:
     trains: ClassVar[bool] = True
     indices_per_item: ClassVar[int] = 1  # indices per loss term in a batch (3 for triplets)
     name: ClassVar[str]
+    # Split tables to train / validate on instead of `train` / `val` when the split stage wrote
+    # them (the study's triplet lists). Their rows carry `negative_label`, which `epoch_batches`
+    # then receives as `negative_labels=`.
+    study_tables: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Any, n_classes: int, embed_dim: int) -> None:
         self.params = params
@@ -41,6 +45,13 @@ class Method:
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
         """Mean loss of one batch; `embeddings` and `labels` follow the batch's index array."""
         raise NotImplementedError
+
+    def split_batches(self, data: Any, rng: np.random.Generator) -> list[np.ndarray]:
+        """`epoch_batches` for a decoded split (`labels`, optional `negative_labels`)."""
+        negatives = getattr(data, "negative_labels", None)
+        if negatives is None:
+            return self.epoch_batches(data.labels, rng)
+        return self.epoch_batches(data.labels, rng, negative_labels=negatives)  # type: ignore[call-arg]
 
 
 METHODS: Registry[type[Method]] = Registry("method")

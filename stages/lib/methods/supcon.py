@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pytorch_metric_learning.losses import SupConLoss
 from torch import nn
 
 from stages.lib.methods.balanced import check_balanced, class_balanced_batches
@@ -38,6 +37,8 @@ class SupCon(Method):
 
     def __init__(self, params: SupConParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)
+        from pytorch_metric_learning.losses import SupConLoss  # imported on use: optional on a bare GPU box
+
         self.criterion = SupConLoss(temperature=params.temperature)
 
     def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:

@@ -63,13 +63,16 @@ class Triplet(Method):
 
     params_type = TripletParams
     indices_per_item = 3
+    study_tables = {"train": "triplet_train", "val": "triplet_val"}  # split.source: annotations
 
     def __init__(self, params: TripletParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)
         self.criterion = nn.TripletMarginLoss(margin=params.margin, p=2, eps=1e-7)
 
-    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        triplets = sample_triplets(labels, rng)
+    def epoch_batches(
+        self, labels: np.ndarray, rng: np.random.Generator, negative_labels: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        triplets = sample_triplets(labels, rng, negative_labels)
         size = self.params.batch_size
         # Each step's indices: its anchors, then its positives, then its negatives.
         return [triplets[i : i + size].T.reshape(-1) for i in range(0, len(triplets), size)]

@@ -6,10 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import TripletMarginLoss
-from pytorch_metric_learning.miners import BatchHardMiner
-from pytorch_metric_learning.reducers import MeanReducer
 from torch import nn
 
 from stages.lib.methods.balanced import check_balanced, class_balanced_batches
@@ -41,6 +37,12 @@ class TripletBatchHard(Method):
 
     def __init__(self, params: TripletBatchHardParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)
+        # imported on use, so the other methods run where pytorch-metric-learning is absent
+        from pytorch_metric_learning.distances import LpDistance
+        from pytorch_metric_learning.losses import TripletMarginLoss
+        from pytorch_metric_learning.miners import BatchHardMiner
+        from pytorch_metric_learning.reducers import MeanReducer
+
         distance = LpDistance(p=2, power=1, normalize_embeddings=False)
         self.miner = BatchHardMiner(distance=distance)
         self.criterion = TripletMarginLoss(margin=params.margin, distance=distance, reducer=MeanReducer())

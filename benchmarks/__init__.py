@@ -1,0 +1,1 @@
+"""Timed comparisons that back the performance claims (`make bench`, `benchmarks/gpu.sh`)."""

@@ -1,0 +1,358 @@
+"""`make bench`: the study's way against ours on this machine's CPU, in one run.
+
+1. Data path: images per second delivered to the model over a triplet epoch of generated
+   500x375 JPEGs at 224x224. The study's way decodes, resizes, flips and normalises every image
+   on every read in a 2-worker DataLoader; ours decodes once into the cache (`decode_to_file`,
+   timed separately) and per batch gathers from the memory map, `to_device`, `normalise`.
+   Both measured from the second epoch on; no model.
+2. One training epoch (train + validation pass) per method with timm's `test_convnext` at
+   64x64: the study's loader and three forward passes per triplet against `trainer.fit`.
+3. Stage timings after a warm-up: `embed_pixels`, `clustering_scores` (K-means, 10 inits) and
+   UMAP on 10,000 x 768 embeddings; UMAP on 3,000 points the way umap-learn chooses (its exact
+   pairwise path below 4,096 points) against ours (`stages.umap.project`: scikit-learn's exact
+   nearest neighbours handed to UMAP as a precomputed graph).
+
+Each figure is the fastest of a few repetitions after a warm-up (other processes on a shared
+machine only ever slow a run down); the load average at the start is printed with the table.
+Prints a table and ends with `data path speed-up: <x>x`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would garble the table; read at import
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# First: `stages` sets the process options the pipeline runs with, before torch starts.
+import stages  # noqa: E402,F401
+
+# isort: split
+import numpy as np  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks import study_baseline as study  # noqa: E402
+from stages.lib.decoded import decode_to_file, open_decoded  # noqa: E402
+from stages.lib.device import normalise, to_device  # noqa: E402
+from stages.lib.embedding import embed_pixels  # noqa: E402
+from stages.lib.methods.classification import Classification, ClassificationParams  # noqa: E402
+from stages.lib.methods.triplet import Triplet, TripletParams  # noqa: E402
+from stages.lib.metrics import clustering_scores  # noqa: E402
+from stages.lib.params import load_params  # noqa: E402
+from stages.lib.trainer import SplitData, fit  # noqa: E402
+from stages.umap import project  # noqa: E402
+
+CPU = torch.device("cpu")
+N_CLASSES = 10
+
+
+def machine() -> dict:
+    """CPU model, cores, library versions, and the load when the run started."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:  # the kernel's mode, e.g. "always [madvise] never"
+        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        thp = "unavailable"
+    return {
+        "cpu": model,
+        "cores": cores,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "huge_pages": f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, kernel THP {thp}",
+    }
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+# --- 1. the data path -------------------------------------------------------------------------
+
+
+def study_data_epoch(loader) -> int:
+    """One pass of the study's triplet loader; the images it delivered."""
+    delivered = 0
+    for anchor, positive, negative in loader:
+        delivered += len(anchor) + len(positive) + len(negative)
+    return delivered
+
+
+def ours_data_epoch(pixels: np.ndarray, labels: np.ndarray, method: Triplet, epoch: int, hflip: float = 0.5) -> int:
+    """One pass as the trainer feeds the model: sample, gather, `to_device`, `normalise` with flips."""
+    rng = np.random.default_rng([0, epoch])
+    delivered = 0
+    for index in method.epoch_batches(labels, rng):
+        images = to_device(pixels[index], CPU)
+        flip = torch.from_numpy(rng.random(len(index)) < hflip)
+        x = normalise(images, flip)
+        delivered += len(x)
+    return delivered
+
+
+def ours_host_epoch(pixels: np.ndarray, labels: np.ndarray, method: Triplet, epoch: int) -> int:
+    """The host's share when `normalise` runs on a GPU: sample, gather, `to_device` (a view here)."""
+    rng = np.random.default_rng([0, epoch])
+    delivered = 0
+    for index in method.epoch_batches(labels, rng):
+        delivered += len(to_device(pixels[index], CPU))
+        rng.random(len(index))  # the flips
+    return delivered
+
+
+def best_rate(epoch_fn, epochs: int) -> float:
+    """Images per second of the fastest of `epochs` timed epochs, after one untimed warm-up epoch.
+    The fastest, because other processes on a shared machine only ever slow an epoch down."""
+    rates = []
+    for epoch in range(epochs + 1):
+        seconds, delivered = timed(epoch_fn, epoch)
+        if epoch:
+            rates.append(delivered / seconds)
+    return max(rates)
+
+
+def bench_data_path(paths: list[Path], labels: np.ndarray, work: Path, epochs: int) -> dict:
+    lines, members = study.triplet_lines(paths, labels)
+    loader = study.loader(study.TripletListDataset(lines, members, study.study_transform(224)), batch_size=64)
+    study_ips = best_rate(lambda epoch: study_data_epoch(loader), epochs)  # workers start every epoch, as then
+
+    decode_s, _ = timed(decode_to_file, paths, 224, work / "decoded224.npy")
+    pixels = open_decoded(work / "decoded224.npy", expected_rows=len(paths), size=224)
+    method = Triplet(TripletParams(batch_size=64, margin=1.0), N_CLASSES, 768)
+    ours_ips = best_rate(lambda epoch: ours_data_epoch(pixels, labels, method, epoch), epochs)
+    host_ips = best_rate(lambda epoch: ours_host_epoch(pixels, labels, method, epoch), epochs)
+    return {
+        "images_per_epoch": 3 * len(paths),
+        "study_images_per_s": study_ips,
+        "ours_images_per_s": ours_ips,
+        "speedup": ours_ips / study_ips,
+        "ours_host_only_images_per_s": host_ips,
+        "decode_once_s": decode_s,
+        "decode_once_images_per_s": len(paths) / decode_s,
+    }
+
+
+# --- 2. one training epoch --------------------------------------------------------------------
+
+
+def _backbone() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("test_convnext", pretrained=False, num_classes=0)
+
+
+def study_train_epoch(method: str, train_paths, train_labels, val_paths, val_labels, size: int):
+    """One epoch the study's way (train + validation pass), as a function of no arguments."""
+    backbone = _backbone()
+    transform = study.study_transform(size)
+    if method == "triplet":
+        train_set = study.TripletListDataset(*study.triplet_lines(train_paths, train_labels), transform)
+        val_set = study.TripletListDataset(*study.triplet_lines(val_paths, val_labels, seed=1), transform)
+        train_loader, val_loader = study.loader(train_set, 64), study.loader(val_set, 64, shuffle=False)
+        opt = study.optimizer(backbone.parameters())
+
+        def epoch() -> None:
+            study.triplet_epoch(backbone, train_loader, opt, CPU)
+            study.triplet_validation(backbone, val_loader, CPU)
+    else:
+        head = torch.nn.Linear(backbone.num_features, N_CLASSES)
+        train_set = study.ImageListDataset(train_paths, train_labels, transform)
+        val_set = study.ImageListDataset(val_paths, val_labels, transform)
+        train_loader, val_loader = study.loader(train_set, 128), study.loader(val_set, 128, shuffle=False)
+        opt = study.optimizer([*backbone.parameters(), *head.parameters()])
+
+        def epoch() -> None:
+            study.classification_epoch(backbone, head, train_loader, opt, CPU)
+            study.classification_validation(backbone, head, val_loader, CPU)
+
+    return epoch
+
+
+def ours_train_epoch(method_name: str, train: SplitData, val: SplitData):
+    """One epoch ours, `trainer.fit` with `epochs: 1` (train + validation pass), as a function of no arguments."""
+    defaults = load_params(ROOT / "params.yaml")
+    params = dataclasses.replace(defaults.train, epochs=1, device="cpu", precision="fp32", compile=False)
+    if method_name == "triplet":
+        method = Triplet(TripletParams(batch_size=64, margin=1.0), N_CLASSES, 64)
+    else:
+        method = Classification(ClassificationParams(batch_size=128), N_CLASSES, 64)
+    backbone = _backbone()
+    return lambda: fit(method, backbone, train, val, params, seed=0, device=CPU)
+
+
+def bench_training(paths: list[Path], labels: np.ndarray, work: Path, size: int, n_val: int, repeats: int) -> dict:
+    """Per method: a warm-up epoch each way, then `repeats` timed epochs, alternating the two ways so
+    that a busy spell on the machine hits both; the fastest epoch of each way."""
+    decode_to_file(paths, size, work / f"decoded{size}.npy")
+    pixels = np.ascontiguousarray(open_decoded(work / f"decoded{size}.npy", size=size))  # split_pixels copies too
+    val_paths, train_paths = paths[:n_val], paths[n_val:]
+    val_labels, train_labels = labels[:n_val], labels[n_val:]
+    train = SplitData(pixels[n_val:], train_labels)
+    val = SplitData(pixels[:n_val], val_labels)
+    out = {"train_images": len(train_paths), "val_images": n_val, "image_size": size, "repeats": repeats}
+    for method in ("classification", "triplet"):
+        study_epoch = study_train_epoch(method, train_paths, train_labels, val_paths, val_labels, size)
+        ours_epoch = ours_train_epoch(method, train, val)
+        study_epoch(), ours_epoch()  # warm-up
+        study_s, ours_s = [], []
+        for _ in range(repeats):
+            study_s.append(timed(study_epoch)[0])
+            ours_s.append(timed(ours_epoch)[0])
+        out[method] = {"study_s": min(study_s), "ours_s": min(ours_s), "speedup": min(study_s) / min(ours_s)}
+    return out
+
+
+# --- 3. the later stages ----------------------------------------------------------------------
+
+
+def clustered(n: int, dim: int, n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`n` float32 points in `n_classes` overlapping Gaussian blobs: K-means finds them (accuracy
+    ~0.96) but needs ~15 iterations per initialisation, as with real embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 0.08, (n_classes, dim))
+    labels = rng.integers(0, n_classes, n)
+    points = centres[labels] + rng.normal(0.0, 0.6, (n, dim))
+    return points.astype(np.float32), labels
+
+
+def umap_exact(points: np.ndarray, p) -> np.ndarray:
+    """UMAP as umap-learn chooses by itself: below 4,096 points, its exact pairwise path."""
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reducer = umap.UMAP(n_neighbors=p.n_neighbors, min_dist=p.min_dist, metric=p.metric,
+                            random_state=p.seed, force_approximation_algorithm=False)
+        return reducer.fit_transform(points)
+
+
+def bench_stages(pixels64: np.ndarray, n_embed: int, n_points: int, n_umap_small: int) -> dict:
+    warnings.filterwarnings("ignore", message="Graph is not fully connected")  # tiny warm-up inputs
+    out = {}
+    backbone = _backbone()
+    images = pixels64[np.arange(n_embed) % len(pixels64)]
+    embed_pixels(backbone, images[:256], CPU, 256)  # warm-up
+    seconds = min(timed(embed_pixels, backbone, images, CPU, 256)[0] for _ in range(2))
+    out["embed"] = {"images": n_embed, "image_size": pixels64.shape[1], "s": seconds, "images_per_s": n_embed / seconds}
+
+    points, labels = clustered(n_points, 768, N_CLASSES)
+    clustering_scores(points[:1000], labels[:1000], n_init=10, seed=0)  # warm-up
+    seconds, scores = timed(clustering_scores, points, labels, n_init=10, seed=0)
+    out["evaluate"] = {"points": n_points, "s": seconds, "kmeans_acc": scores["kmeans_acc"]}
+
+    p = load_params(ROOT / "params.yaml").umap
+    warm_s, _ = timed(project, points[:300], p)  # numba compiles umap's layout kernels
+    seconds, _ = timed(project, points, p)
+    out["umap"] = {"points": n_points, "s": seconds, "first_call_jit_s": warm_s}
+
+    small = points[:n_umap_small]
+    umap_exact(points[:300], p)  # warm-up of the exact path's kernels
+    approx_s, _ = timed(project, small, p)
+    exact_s, _ = timed(umap_exact, small, p)
+    out["umap_small"] = {"points": n_umap_small, "approximate_s": approx_s, "exact_s": exact_s}
+    return out
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def table(m: dict, data: dict, train: dict, later: dict) -> str:
+    rows = [
+        ("measurement", "study's way (baseline)", "ours", "ratio"),
+        (f"data path, triplet epoch at 224px ({data['images_per_epoch']} images), images/s",
+         f"{data['study_images_per_s']:.0f}", f"{data['ours_images_per_s']:.0f}", f"{data['speedup']:.1f}x"),
+        ("  ours, host side only (gather + to_device; normalise runs on the GPU there), images/s",
+         f"{data['study_images_per_s']:.0f}", f"{data['ours_host_only_images_per_s']:.0f}",
+         f"{data['ours_host_only_images_per_s'] / data['study_images_per_s']:.0f}x"),
+        (f"  one-time decode into the cache ({data['images_per_epoch'] // 3} images), s", "-",
+         f"{data['decode_once_s']:.2f}", ""),
+    ]
+    for method in ("classification", "triplet"):
+        r = train[method]
+        rows.append((f"training epoch, {method} ({train['train_images']} train + {train['val_images']} val "
+                     f"at {train['image_size']}px, test_convnext), s",
+                     f"{r['study_s']:.2f}", f"{r['ours_s']:.2f}", f"{r['speedup']:.1f}x"))
+    e, k, u, s = later["embed"], later["evaluate"], later["umap"], later["umap_small"]
+    rows += [
+        (f"embed {e['images']} images at {e['image_size']}px (test_convnext), s", "-", f"{e['s']:.2f}",
+         f"{e['images_per_s']:.0f} img/s"),
+        (f"evaluate: K-means n_init=10 on {k['points']} x 768, s", "-", f"{k['s']:.2f}",
+         "target < 30 s"),
+        (f"umap on {u['points']} x 768, s (first call compiles: {u['first_call_jit_s']:.0f} s)", "-",
+         f"{u['s']:.2f}", "target < 30 s"),
+        (f"umap on {s['points']} points: umap-learn's own exact path vs ours (scikit-learn kNN), s",
+         f"{s['exact_s']:.2f}", f"{s['approximate_s']:.2f}", f"{s['exact_s'] / s['approximate_s']:.1f}x"),
+    ]
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"Python {m['python']}, {m['huge_pages']}, "
+        f"load average at start {', '.join(f'{x:.2f}' for x in m['load_average'] or [])}",
+    ]
+    for i, r in enumerate(rows):
+        lines.append(" | ".join(c.ljust(width[j]) if j == 0 else c.rjust(width[j]) for j, c in enumerate(r)))
+        if i == 0:
+            lines.append("-+-".join("-" * w for w in width))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300, help="generated 500x375 JPEGs (default 300)")
+    parser.add_argument("--epochs", type=int, default=3, help="timed data-path epochs after the warm-up one")
+    parser.add_argument("--points", type=int, default=10_000, help="embeddings for K-means and UMAP")
+    parser.add_argument("--umap-small", type=int, default=3_000, help="points for the exact-vs-approximate UMAP")
+    parser.add_argument("--embed", type=int, default=2_000, help="images for the embed timing")
+    parser.add_argument("--repeats", type=int, default=4, help="timed training epochs per way and method")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    m = machine()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_cpu_") as tmp:
+        work = Path(tmp)
+        paths = study.random_rgb_jpegs(work / "jpegs", args.images)
+        labels = np.arange(len(paths)) % N_CLASSES
+        print(f"generated {len(paths)} JPEGs 500x375 ({time.perf_counter() - start:.0f} s); "
+              "measuring the data path ...", flush=True)
+        data = bench_data_path(paths, labels, work, args.epochs)
+        print(f"measuring one training epoch per method ({time.perf_counter() - start:.0f} s) ...", flush=True)
+        train = bench_training(paths, labels, work, size=64, n_val=max(N_CLASSES * 2, len(paths) // 5),
+                               repeats=args.repeats)
+        print(f"measuring embed, evaluate and umap ({time.perf_counter() - start:.0f} s) ...", flush=True)
+        pixels64 = np.ascontiguousarray(open_decoded(work / "decoded64.npy", size=64))
+        later = bench_stages(pixels64, args.embed, args.points, args.umap_small)
+    total = time.perf_counter() - start
+    report = {"machine": m, "data_path": data, "training": train, "stages": later, "total_s": total}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(m, data, train, later))
+    print(f"whole benchmark: {total:.0f} s")
+    print(f"data path speed-up: {data['speedup']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

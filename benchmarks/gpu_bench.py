@@ -1,0 +1,392 @@
+"""Training and embedding throughput on one CUDA GPU: the study's way against ours.
+
+Random uint8 images through the real `convnext_tiny` (random weights, `pretrained=False`: the
+same compute as the pretrained one) at 224x224; needs PyTorch, timm and numpy, no network and
+no dataset. Run it with `benchmarks/gpu.sh`; `--dry-run` runs the same code on the CPU with
+timm's `test_convnext` at 32x32 for a couple of steps, to check it without a GPU.
+
+- The study's way: fp32, eager, contiguous memory, `torch.optim.Adam` (for-each), batches of
+  normalised fp32 tensors copied from the host each step, three forward passes per triplet
+  batch, `loss.item()` every step.
+- Ours: the trainer's own `_run_batches` over a host uint8 array (gather, pinned non-blocking
+  copy, flip and normalisation on the device), bf16 autocast, channels-last, fused Adam from
+  `build_optimizer`, one forward per batch; with and without `torch.compile`.
+- Embedding: ours is `embed_pixels` (inference mode, bf16, large batches); the study embedded
+  in fp32 batches of 4.
+
+Each measurement runs a fixed number of warm-up steps, then a fixed number of timed steps
+between `torch.cuda.synchronize()` calls; peak memory is `torch.cuda.max_memory_allocated`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would garble the table; read at import
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# First: `stages` sets the process options the pipeline runs with, before torch starts.
+import stages  # noqa: E402,F401
+
+# isort: split
+import numpy as np  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+try:  # the project's own building blocks: "ours" is the real code
+    from stages.lib.device import MEAN, STD, prepare_model
+    from stages.lib.embedding import embed_pixels
+    from stages.lib.methods.classification import Classification, ClassificationParams
+    from stages.lib.methods.triplet import Triplet, TripletParams
+    from stages.lib.schedule import build_optimizer
+    from stages.lib.trainer import Model, SplitData, _run_batches
+except ModuleNotFoundError as exc:
+    sys.exit(
+        f"benchmarks/gpu_bench.py runs the project's stages.lib, which imports {exc.name!r}, not installed "
+        f"here: `pip install {exc.name}`, or put a copy of it on PYTHONPATH (the machine has no network)."
+    )
+
+N_CLASSES = 10
+EPOCHS = 100  # the study's schedule
+STUDY_OPTIMISER = SimpleNamespace(optimizer="adam", lr=5e-5, betas=[0.9, 0.999], weight_decay=1e-6)
+
+# The study's table: 2 datasets x 2 regimes x 2 methods. Train / validation / test images per run,
+# approximated from SEED_PROTOCOL.md (the study's exact list sizes are not known here):
+# - pets, all data: the official trainval (3,680) less a 10% validation set (368) -> 3,312 train;
+#   test 1,480 (40 per breed).
+# - defungi, all data: 9,114 x 0.7 ~ 6,380 train, 9,114 x 0.1 ~ 911 validation; test 740.
+# - 15 images per class: 37 x 15 = 555 (pets), 5 x 15 = 75 (defungi) train; the validation set
+#   is assumed as large as with all data (an overestimate); test 1,480 and 150.
+STUDY_RUNS = {
+    "pets, all data": (3_312, 368, 1_480),
+    "pets, 15 per class": (555, 368, 1_480),
+    "defungi, all data": (6_380, 911, 740),
+    "defungi, 15 per class": (75, 911, 150),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str
+    size: int
+    triplet_batch: int  # triplets per step (the study: 64)
+    classification_batch: int  # images per step (the study: 128)
+    embed_batch: int
+    embed_images: int
+    study_embed_batch: int  # the study embedded test images 4 at a time
+    study_embed_images: int
+    pool: int  # random host images the batches are drawn from
+    warmup: int
+    steps: int
+
+
+FULL = Config("convnext_tiny", 224, 64, 128, 512, 4_096, 4, 512, 1_024, warmup=3, steps=10)
+TINY = Config("test_convnext", 32, 4, 8, 16, 64, 4, 16, 48, warmup=1, steps=2)
+
+
+@dataclass
+class Result:
+    name: str
+    images_per_s: float
+    peak_gib: float | None
+    warmup_s: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _backbone(cfg: Config) -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(cfg.model, pretrained=False, num_classes=0)
+
+
+def _timed_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """Seconds of `warmup` untimed steps, then seconds per step over `steps` timed ones."""
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(warmup):
+        step(i)
+    _sync(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(steps):
+        step(warmup + i)
+    _sync(device)
+    return warm, (time.perf_counter() - start) / steps
+
+
+def _host_float_batches(cfg: Config, batch: int, count: int) -> list[torch.Tensor]:
+    """Normalised fp32 batches on the host, as the study's DataLoader delivered them."""
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return [
+        (torch.randint(0, 256, (batch, 3, cfg.size, cfg.size), generator=gen, dtype=torch.uint8).float() / 255 - mean)
+        / std
+        for _ in range(count)
+    ]
+
+
+# --- the study's way ----------------------------------------------------------------------------
+
+
+def study_triplet(cfg: Config, device: torch.device) -> Result:
+    _reset_peak(device)
+    backbone = _backbone(cfg).to(device)
+    opt = torch.optim.Adam(backbone.parameters(), lr=5e-5, betas=(0.9, 0.999), weight_decay=1e-6)
+    criterion = nn.TripletMarginLoss(margin=1.0, p=2, eps=1e-7)
+    host = _host_float_batches(cfg, cfg.triplet_batch, 6)
+    backbone.train()
+
+    def step(i: int) -> None:
+        anchor, positive, negative = (host[(3 * i + k) % len(host)].to(device) for k in range(3))
+        loss = criterion(backbone(anchor), backbone(positive), backbone(negative))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    warm, per_step = _timed_steps(step, cfg.warmup, cfg.steps, device)
+    return Result("triplet, study's way: fp32, eager, 3 forwards", 3 * cfg.triplet_batch / per_step,
+                  _peak(device), warm)
+
+
+def study_classification(cfg: Config, device: torch.device) -> Result:
+    _reset_peak(device)
+    backbone = _backbone(cfg).to(device)
+    head = nn.Linear(backbone.num_features, N_CLASSES).to(device)
+    opt = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=5e-5, betas=(0.9, 0.999),
+                           weight_decay=1e-6)
+    criterion = nn.CrossEntropyLoss()
+    host = _host_float_batches(cfg, cfg.classification_batch, 2)
+    labels = torch.arange(cfg.classification_batch) % N_CLASSES
+    backbone.train()
+
+    def step(i: int) -> None:
+        images, target = host[i % len(host)].to(device), labels.to(device)
+        loss = criterion(head(backbone(images)), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    warm, per_step = _timed_steps(step, cfg.warmup, cfg.steps, device)
+    return Result("classification, study's way: fp32, eager", cfg.classification_batch / per_step,
+                  _peak(device), warm)
+
+
+def study_embedding(cfg: Config, device: torch.device) -> Result:
+    _reset_peak(device)
+    backbone = _backbone(cfg).to(device).eval()
+    host = _host_float_batches(cfg, cfg.study_embed_batch, 8)
+    n_steps = cfg.study_embed_images // cfg.study_embed_batch
+
+    def step(i: int) -> None:
+        with torch.no_grad():
+            backbone(host[i % len(host)].to(device)).cpu()
+
+    warm, per_step = _timed_steps(step, cfg.warmup, n_steps, device)
+    return Result(f"embedding, study's way: fp32, batch {cfg.study_embed_batch}", cfg.study_embed_batch / per_step,
+                  _peak(device), warm)
+
+
+# --- ours -----------------------------------------------------------------------------------------
+
+
+def _host_pixels(cfg: Config) -> SplitData:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (cfg.pool, cfg.size, cfg.size, 3), dtype=np.uint8)
+    return SplitData(pixels, np.arange(cfg.pool) % N_CLASSES)
+
+
+def _full_batches(method, labels: np.ndarray, per_batch: int, count: int) -> list[np.ndarray]:
+    """`count` of the method's own index arrays, full-sized only (so the compiled graph stays one)."""
+    rng = np.random.default_rng(1)
+    out: list[np.ndarray] = []
+    while len(out) < count:
+        out += [b for b in method.epoch_batches(labels, rng) if len(b) == per_batch]
+    return out[:count]
+
+
+def ours_training(cfg: Config, device: torch.device, method_name: str, compile_: bool) -> Result:
+    _reset_peak(device)
+    data = _host_pixels(cfg)
+    backbone = _backbone(cfg)
+    if method_name == "triplet":
+        method = Triplet(TripletParams(batch_size=cfg.triplet_batch, margin=1.0), N_CLASSES, backbone.num_features)
+        per_batch = 3 * cfg.triplet_batch
+    else:
+        method = Classification(ClassificationParams(batch_size=cfg.classification_batch), N_CLASSES,
+                                backbone.num_features)
+        per_batch = cfg.classification_batch
+    model = prepare_model(Model(backbone, method.head()), device)
+    optimizer = build_optimizer(model.parameters(), STUDY_OPTIMISER)  # fused Adam on CUDA
+    forward = torch.compile(model.backbone) if compile_ else model.backbone
+    batches = _full_batches(method, data.labels, per_batch, cfg.warmup + cfg.steps)
+    model.train()
+
+    def run(chunk: list[np.ndarray], epoch: int) -> None:
+        _run_batches(model, method, data, chunk, device, optimizer=optimizer, flip_rng=np.random.default_rng(epoch),
+                     hflip=0.5, epoch=epoch, amp_dtype=torch.bfloat16, forward=forward)
+
+    _sync(device)
+    start = time.perf_counter()
+    run(batches[: cfg.warmup], 1)
+    _sync(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    run(batches[cfg.warmup :], 2)
+    _sync(device)
+    per_step = (time.perf_counter() - start) / cfg.steps
+    how = "bf16, channels-last, fused Adam" + (", 1 forward" if method_name == "triplet" else "")
+    name = f"{method_name}, ours: {how}" + (", torch.compile" if compile_ else "")
+    return Result(name, per_batch / per_step, _peak(device), warm)
+
+
+def ours_embedding(cfg: Config, device: torch.device) -> Result:
+    _reset_peak(device)
+    backbone = _backbone(cfg)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (cfg.embed_images, cfg.size, cfg.size, 3), dtype=np.uint8)
+    _sync(device)
+    start = time.perf_counter()
+    embed_pixels(backbone, pixels[: cfg.embed_batch * max(cfg.warmup, 1)], device, cfg.embed_batch, "bf16")
+    _sync(device)
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    out = embed_pixels(backbone, pixels, device, cfg.embed_batch, "bf16")
+    _sync(device)
+    seconds = time.perf_counter() - start
+    assert out.shape == (cfg.embed_images, backbone.num_features)
+    return Result(f"embedding, ours: bf16, inference_mode, batch {cfg.embed_batch}", cfg.embed_images / seconds,
+                  _peak(device), warm)
+
+
+# --- the estimate and the table -----------------------------------------------------------------
+
+
+def study_table_hours(triplet_ips: float, classification_ips: float, embed_ips: float,
+                      runs: dict[str, tuple[int, int, int]] = STUDY_RUNS, epochs: int = EPOCHS) -> float:
+    """Hours for the study's 8 runs x `epochs`: per epoch every training image once (three images per
+    triplet) forward and backward, every validation image forward (taken as a third of a training
+    step's cost), then the test set embedded once. Model time only: data loading not counted."""
+    seconds = 0.0
+    for train, val, test in runs.values():
+        for ips, images_per_item in ((triplet_ips, 3), (classification_ips, 1)):
+            per_epoch = images_per_item * (train + val / 3) / ips
+            seconds += epochs * per_epoch + test / embed_ips
+    return seconds / 3600
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        what = f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+    else:
+        what = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"{what}; torch {torch.__version__}, timm {timm.__version__}, Python {platform.python_version()}"
+
+
+def table(rows: list[Result]) -> str:
+    base = {r.name.split(",")[0]: r.images_per_s for r in rows if "study's way" in r.name}
+    header = ("measurement", "images/s", "vs study", "peak GiB", "warm-up s")
+    body = []
+    for r in rows:
+        kind = r.name.split(",")[0]
+        ratio = f"{r.images_per_s / base[kind]:.1f}x" if kind in base else ""
+        peak = f"{r.peak_gib:.1f}" if r.peak_gib is not None else "-"
+        body.append((r.name, f"{r.images_per_s:.0f}", ratio, peak, f"{r.warmup_s:.1f}"))
+    width = [max(len(x[i]) for x in [header, *body]) for i in range(5)]
+    fmt = lambda row: " | ".join(c.ljust(width[0]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(row))  # noqa: E731
+    return "\n".join([fmt(header), "-+-".join("-" * w for w in width), *map(fmt, body)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="test_convnext at 32x32, a couple of steps")
+    parser.add_argument("--dry-run", action="store_true", help="same as --device cpu --tiny (no GPU needed)")
+    parser.add_argument("--compile", dest="compile", action="store_true", default=None,
+                        help="also measure torch.compile (default: on CUDA)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.device, args.tiny = "cpu", True
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(
+            "benchmarks/gpu.sh needs a CUDA GPU, and torch.cuda.is_available() is False on this machine "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Run it on a GPU machine, or "
+            "check it on the CPU with `benchmarks/gpu.sh --dry-run`."
+        )
+    cfg = TINY if args.tiny else FULL
+    device = torch.device(args.device)
+    compile_ = args.compile if args.compile is not None else device.type == "cuda"
+    start = time.perf_counter()
+    print(f"device: {machine(device)}", flush=True)
+    print(f"model {cfg.model} (random weights) at {cfg.size}x{cfg.size}; {cfg.warmup} warm-up + {cfg.steps} "
+          f"timed steps; triplet batch {cfg.triplet_batch}, classification batch {cfg.classification_batch}",
+          flush=True)
+
+    plan = [
+        ("triplet/study", lambda: study_triplet(cfg, device)),
+        ("triplet/ours", lambda: ours_training(cfg, device, "triplet", False)),
+        ("triplet/compiled", lambda: ours_training(cfg, device, "triplet", True)),
+        ("classification/study", lambda: study_classification(cfg, device)),
+        ("classification/ours", lambda: ours_training(cfg, device, "classification", False)),
+        ("classification/compiled", lambda: ours_training(cfg, device, "classification", True)),
+        ("embedding/study", lambda: study_embedding(cfg, device)),
+        ("embedding/ours", lambda: ours_embedding(cfg, device)),
+    ]
+    results: dict[str, Result] = {}
+    for key, measure in plan:
+        if key.endswith("/compiled") and not compile_:
+            continue
+        results[key] = measure()
+        print(f"  {results[key].name}: {results[key].images_per_s:.0f} images/s", flush=True)
+
+    ips = {key: r.images_per_s for key, r in results.items()}
+    estimates = {
+        "study's way": study_table_hours(ips["triplet/study"], ips["classification/study"], ips["embedding/study"]),
+        "ours": study_table_hours(ips["triplet/ours"], ips["classification/ours"], ips["embedding/ours"]),
+    }
+    if compile_:
+        estimates["ours + torch.compile"] = study_table_hours(
+            ips["triplet/compiled"], ips["classification/compiled"], ips["embedding/ours"]
+        )
+    print()
+    print(table(list(results.values())))
+    print()
+    print(f"Estimated model time for the study's table (8 runs x {EPOCHS} epochs, {cfg.model} at {cfg.size}px; "
+          "train/val/test sizes per run approximated from SEED_PROTOCOL.md, see STUDY_RUNS):")
+    baseline = estimates["study's way"]
+    for name, hours in estimates.items():
+        faster = f" (speed-up {baseline / hours:.1f}x)" if name != "study's way" else ""
+        print(f"  {name}: {hours:.2f} h{faster}")
+    print(f"whole benchmark: {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
