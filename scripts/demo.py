@@ -67,9 +67,10 @@ def main() -> None:
     for method in ("classification", "triplet"):
         acc = summary[method]["kmeans_acc"]
         print(f"  after {method} training: {acc:.1%} ({(acc - untrained) * 100:+.1f} points)")
-    print(f"\nThe demo took {minutes:.1f} min. Plots: plots/umap/digits_*.png, plots/summary.png,")
-    print("training curves: `dvc plots show` (opens dvc_plots/index.html). Recorded as an experiment:")
-    print("`dvc exp show`. params.yaml is back at the study's defaults; `dvc repro` runs the study.")
+    print(f"\nThe demo took {minutes:.1f} min. Pictures: plots/umap/digits_*_seed0.png and plots/report/")
+    print("(summary.png, umap_grid.png, curves_digits.png); `dvc plots show` draws them with the training")
+    print("curves into dvc_plots/index.html. Recorded as an experiment: `dvc exp show`. params.yaml is")
+    print("back at the study's defaults, so `dvc repro` runs the study.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""embed@D-M: embeddings of every test image from the selected checkpoint (no augmentation).
+"""embed@D-M-S: embeddings of every test image from the selected checkpoint (no augmentation).
 
-Writes `data/embeddings/D/M.npz`: `embeddings` (N x D float32), `labels`, `paths`, `classes`.
+Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32), `labels`, `paths`, `classes`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ log = logging.getLogger("stages.embed")
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("embed", __doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>)")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>/seed<S>)")
     p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
     p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
-    p.add_argument("--out", type=Path, required=True, help="output .npz (data/embeddings/<dataset>/<method>.npz)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output .npz (data/embeddings/<dataset>/<method>/seed<S>.npz)"
+    )
     args = p.parse_args(argv)
     params = cli.params_of(args)
     backbone, meta = load_backbone(args.model)

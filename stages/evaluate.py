@@ -1,6 +1,6 @@
-"""evaluate@D-M: K-means accuracy (Hungarian-matched, each image scored against its own label),
+"""evaluate@D-M-S: K-means accuracy (Hungarian-matched, each image scored against its own label),
 NMI and ARI of the test embeddings, the K-means accuracy's spread over K-means seeds, and
-leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), written to `metrics/D/M.json`."""
+leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), written to `metrics/D/M/seedS.json`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ log = logging.getLogger("stages.evaluate")
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("evaluate", __doc__.splitlines()[0])
     p.add_argument("--embeddings", type=Path, required=True, help="embeddings .npz from the embed stage")
-    p.add_argument("--out", type=Path, required=True, help="metrics JSON (metrics/<dataset>/<method>.json)")
+    p.add_argument("--out", type=Path, required=True, help="metrics JSON (metrics/<dataset>/<method>/seed<S>.json)")
     args = p.parse_args(argv)
     params = cli.params_of(args)
     data = load_npz(args.embeddings, ("embeddings", "labels"))

@@ -1,6 +1,6 @@
-"""train@D-M: fine-tune the backbone with method M on dataset D's training split.
+"""train@D-M-S: fine-tune the backbone with method M and training seed S on dataset D's training split.
 
-Selects the epoch with the lowest validation loss and writes it to `models/D/M/`
+Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
 (`model.safetensors`, `meta.json`); per-epoch losses go to a CSV that DVC draws as a plot.
 """
 
@@ -14,7 +14,7 @@ import torch
 
 from stages.lib import cli
 from stages.lib.device import configure_determinism, pick_device
-from stages.lib.errors import stage_main
+from stages.lib.errors import PipelineError, stage_main
 from stages.lib.methods import METHODS
 from stages.lib.models import build_backbone, save_checkpoint
 from stages.lib.splitdata import read_classes, read_table, split_pixels
@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     p = cli.parser("train", __doc__.splitlines()[0])
     p.add_argument("dataset", help="dataset name")
     p.add_argument("method", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("--seed", type=int, required=True, help="training seed (one of params.yaml `seeds`)")
     p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
     p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
     p.add_argument("--weights", type=Path, required=True, help="pretrained weights folder (models/pretrained)")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>/seed<S>)")
     p.add_argument("--curve", type=Path, required=True, help="per-epoch loss CSV (plots/train/...)")
     p.add_argument(
         "--resume-dir", type=Path, default=None,
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     method_cls = METHODS.get(args.method)
     classes = read_classes(args.splits)
     device = pick_device(params.train.device)
-    torch.manual_seed(params.seed)
+    if args.seed not in params.seeds:
+        raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
+    torch.manual_seed(args.seed)
     configure_determinism(params.train.deterministic, device)
     backbone = build_backbone(params.model.name, weights_file(args.weights))
     method = method_cls(params.method_params(args.method), len(classes), backbone.num_features)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         "image_size": params.model.image_size,
         "pretrained": params.model.pretrained,
         "classes": classes,
-        "seed": params.seed,
+        "seed": args.seed,
     }
     if not method.trains:
         write_curve(args.curve, [])
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     result = fit(
         method, backbone, data["train"], data["val"], params.train,
-        seed=params.seed, device=device, curve_path=args.curve, resume_dir=args.resume_dir,
+        seed=args.seed, device=device, curve_path=args.curve, resume_dir=args.resume_dir,
         context={
             "dataset": args.dataset, "model": dataclasses.asdict(params.model), "splits": folder_digest(args.splits),
         },

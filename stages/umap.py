@@ -1,5 +1,5 @@
-"""umap@D-M: a 2-D UMAP picture of the test embeddings, coloured by class, titled with the
-dataset, method, shots and K-means accuracy (`plots/umap/D_M.png`)."""
+"""umap@D-M-S: a 2-D UMAP picture of the test embeddings, coloured by class, titled with the
+dataset, method, shots and K-means accuracy (`plots/umap/D_M_seedS.png`)."""
 
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     p = cli.parser("umap", __doc__.splitlines()[0])
     p.add_argument("dataset", help="dataset name (for the title)")
     p.add_argument("method", help="method name (for the title)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (for the title)")
     p.add_argument("--embeddings", type=Path, required=True, help="embeddings .npz from the embed stage")
     p.add_argument("--metrics", type=Path, required=True, help="metrics JSON from the evaluate stage")
-    p.add_argument("--out", type=Path, required=True, help="output PNG (plots/umap/<dataset>_<method>.png)")
+    p.add_argument("--out", type=Path, required=True, help="output PNG (plots/umap/<dataset>_<method>_seed<S>.png)")
     args = p.parse_args(argv)
     params = cli.params_of(args)
     data = load_npz(args.embeddings, ("embeddings", "labels", "classes"))
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.embeddings} has {len(data['embeddings'])} test images; UMAP needs at least 4")
     points = project(data["embeddings"], params.umap)
     shots = "all images" if params.shots == 0 else f"{params.shots} per class"
-    title = f"{args.dataset} · {args.method} · {shots} · K-means accuracy {accuracy:.1%}"
+    seed = "" if args.seed is None else f" · seed {args.seed}"
+    title = f"{args.dataset} · {args.method} · {shots}{seed} · K-means accuracy {accuracy:.1%}"
     fig = scatter_by_class(points, data["labels"], [str(c) for c in data["classes"]], title)
     save_figure(fig, args.out)
     log.info("UMAP of %d embeddings -> %s", len(points), args.out)

@@ -33,7 +33,8 @@ def tiny_params(**overrides: Any) -> dict[str, Any]:
         p["split"]["source"] = "generated"
     p["model"] = {"name": "test_convnext", "pretrained": False, "image_size": 32}
     p["train"].update(
-        device="cpu", epochs=2, lr=1e-3, warmup_epochs=1, cosine_t_max=2, eta_min=1e-5, precision="fp32"
+        device="cpu", epochs=2, lr=1e-3, warmup_epochs=1, cosine_t_max=2, eta_min=1e-5, precision="fp32",
+        resume_every_s=0,
     )
     p["classification"]["batch_size"] = 8
     p["triplet"]["batch_size"] = 4

@@ -19,15 +19,18 @@ def repo(tmp_path_factory):
 def test_repro_then_experiment_then_metrics_diff(repo):
     out = run(["dvc", "repro"], repo).stdout
     for stage in ("download@synthetic", "split@synthetic", "decode@synthetic", "weights",
-                  "train@synthetic-classification", "train@synthetic-triplet", "evaluate@synthetic-triplet",
-                  "umap@synthetic-triplet", "report"):
+                  "train@synthetic-classification-0", "train@synthetic-triplet-0", "evaluate@synthetic-triplet-0",
+                  "umap@synthetic-triplet-0", "report"):
         assert f"Running stage '{stage}'" in out, stage
     for method in ("classification", "triplet"):
-        metrics = json.loads((repo / f"metrics/synthetic/{method}.json").read_text())
+        metrics = json.loads((repo / f"metrics/synthetic/{method}/seed0.json").read_text())
         assert 0 <= metrics["kmeans_acc"] <= 1 and metrics["n_test"] == 9 and metrics["n_classes"] == 3
-        assert (repo / f"plots/umap/synthetic_{method}.png").is_file()
+        assert (repo / f"plots/umap/synthetic_{method}_seed0.png").is_file()
     summary = json.loads((repo / "report/summary.json").read_text())
-    assert set(summary["synthetic"]) == {"classification", "triplet"}
+    assert set(summary["synthetic"]) == {"classification", "triplet", "comparisons"}
+    assert summary["synthetic"]["comparisons"]["triplet_vs_classification"]["n"] == 1
+    for picture in ("summary.png", "umap_grid.png", "curves_synthetic.png"):
+        assert (repo / "plots/report" / picture).is_file()
 
     # Nothing changed: nothing reruns.
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout
@@ -40,7 +43,7 @@ def test_repro_then_experiment_then_metrics_diff(repo):
     # A k-shot experiment reruns split and everything after it, not the download or the decode.
     out = run(["dvc", "exp", "run", "-S", "shots=2"], repo).stdout
     assert "Running stage 'split@synthetic'" in out
-    assert "Running stage 'train@synthetic-triplet'" in out
+    assert "Running stage 'train@synthetic-triplet-0'" in out
     assert "Running stage 'download@synthetic'" not in out
     assert "Running stage 'decode@synthetic'" not in out
     assert "Running stage 'weights'" not in out
@@ -48,8 +51,8 @@ def test_repro_then_experiment_then_metrics_diff(repo):
     assert len(train_rows) == 1 + 2 * 3  # header + 2 shots x 3 classes
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], repo).stdout)
-    assert "metrics/synthetic/triplet.json" in diff and "report/summary.json" in diff
-    assert "kmeans_acc" in diff["metrics/synthetic/triplet.json"]
+    assert "metrics/synthetic/triplet/seed0.json" in diff and "report/summary.json" in diff
+    assert "kmeans_acc" in diff["metrics/synthetic/triplet/seed0.json"]
     assert "synthetic.triplet.shots" in diff["report/summary.json"]
     assert diff["report/summary.json"]["synthetic.triplet.shots"]["new"] == 2
 
@@ -59,6 +62,6 @@ def test_repro_then_experiment_then_metrics_diff(repo):
 
 def test_changing_a_method_param_reruns_only_that_method(repo):
     out = run(["dvc", "exp", "run", "-S", "triplet.margin=0.5"], repo).stdout
-    assert "Running stage 'train@synthetic-triplet'" in out
-    assert "Running stage 'train@synthetic-classification'" not in out
+    assert "Running stage 'train@synthetic-triplet-0'" in out
+    assert "Running stage 'train@synthetic-classification-0'" not in out
     assert "Running stage 'split@synthetic'" not in out

@@ -56,6 +56,15 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     return model
 
 
+def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host array (labels, flip flags) on `device`; pinned and non-blocking on CUDA, so the
+    copy does not wait for the GPU to finish the previous step."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
 def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 N x H x W x 3 pixels -> uint8 N x 3 x H x W tensor on `device` (non-blocking on CUDA)."""
     tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)

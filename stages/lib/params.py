@@ -89,6 +89,7 @@ class TrainParams:
     precision: str
     compile: bool
     deterministic: bool
+    resume_every_s: float
 
     def check(self, where: str) -> None:
         _one_of(self.device, f"{where}.device", DEVICES)
@@ -113,6 +114,9 @@ class TrainParams:
             0 <= self.eta_min <= self.lr, f"{where}.eta_min", f"a number in [0, lr={self.lr}]", self.eta_min
         )
         _require(0 <= self.hflip <= 1, f"{where}.hflip", "a probability in [0, 1]", self.hflip)
+        _require(
+            self.resume_every_s >= 0, f"{where}.resume_every_s", "seconds >= 0 (0: every epoch)", self.resume_every_s
+        )
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,7 @@ class Params:
     """The whole of `params.yaml`."""
 
     seed: int
+    seeds: list[int]
     datasets: list[str]
     methods: list[str]
     shots: int
@@ -241,6 +246,7 @@ class Params:
 
 _FIXED_TOP = {
     "seed": int,
+    "seeds": list[int],
     "datasets": list[str],
     "methods": list[str],
     "shots": int,
@@ -321,6 +327,10 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
 
 def _check(p: Params, datasets, methods) -> None:
     _require(0 <= p.seed <= MAX_SEED, "seed", SEED_RANGE, p.seed)
+    _require(len(p.seeds) > 0, "seeds", "a non-empty list of training seeds", p.seeds)
+    for index, value in enumerate(p.seeds):
+        _require(0 <= value <= MAX_SEED, f"seeds[{index}]", SEED_RANGE, value)
+    _require(len(set(p.seeds)) == len(p.seeds), "seeds", "a list without repeats", p.seeds)
     _require(p.shots >= 0, "shots", "an integer >= 0 (0 = every training image)", p.shots)
     for key, names, registry in (("datasets", p.datasets, datasets), ("methods", p.methods, methods)):
         _require(len(names) > 0, key, f"a non-empty list of: {', '.join(registry.names())}", names)

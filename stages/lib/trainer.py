@@ -13,6 +13,7 @@ import json
 import logging
 import pickle
 import shutil
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stages.lib.atomic import atomic_path, write_text
-from stages.lib.device import autocast_dtype, normalise, prepare_model, to_device
+from stages.lib.device import autocast_dtype, host_to_device, normalise, prepare_model, to_device
 from stages.lib.errors import PipelineError
 from stages.lib.methods.base import Method
 from stages.lib.params import TrainParams
@@ -106,8 +107,8 @@ def _run_batches(
         images = to_device(data.pixels[index], device)
         flip = None
         if flip_rng is not None and hflip > 0:
-            flip = torch.from_numpy(flip_rng.random(len(index)) < hflip).to(device)
-        labels = torch.from_numpy(data.labels[index]).to(device)
+            flip = host_to_device(flip_rng.random(len(index)) < hflip, device)
+        labels = host_to_device(data.labels[index], device)
         x = normalise(images, flip)
         with torch.set_grad_enabled(optimizer is not None), torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
@@ -257,6 +258,7 @@ class _Loop:
     fingerprint: str | None
     history: list[dict] = field(default_factory=list)
     best: FitResult | None = None
+    last_save: float = field(default_factory=time.monotonic)
 
     def resume_state(self, epoch: int) -> dict:
         """A weights_only-loadable dict: tensors, numbers, strings, lists and dicts only."""
@@ -401,7 +403,9 @@ def _epochs(loop: _Loop, start: int) -> None:
                 best_epoch=epoch,
                 best_val_loss=val_loss,
             )
-        if loop.resume_dir is not None:
+        due = time.monotonic() - loop.last_save >= params.resume_every_s or epoch == params.epochs
+        if loop.resume_dir is not None and due:  # a checkpoint of a large model costs ~0.5 GB of writes
             _save_resume(loop.resume_dir, loop.resume_state(epoch))
+            loop.last_save = time.monotonic()
         if loop.curve_path is not None:
             write_curve(loop.curve_path, loop.history)

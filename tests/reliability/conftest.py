@@ -53,7 +53,7 @@ class Workspace:
         """Arguments of the train stage writing to `<tag>/` (model, curve) with `resume/<tag>` for resuming."""
         d = self.root
         args = [
-            "synthetic", method, "--params", str(params or self.params), "--splits", f"{d}/splits",
+            "synthetic", method, "--seed", "0", "--params", str(params or self.params), "--splits", f"{d}/splits",
             "--decoded", f"{d}/decoded.npy", "--weights", f"{d}/pretrained", "--out", f"{d}/{tag}/model",
             "--curve", f"{d}/{tag}/curve.csv",
         ]

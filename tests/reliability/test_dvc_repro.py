@@ -48,8 +48,8 @@ def test_reruns_are_byte_identical_and_dvc_sees_nothing_to_do(repo):
     lock = (repo / "dvc.lock").read_bytes()
     first = digests(repo)
     stages = yaml.safe_load(lock)["stages"]
-    assert {"train@synthetic-triplet", "umap@synthetic-classification", "report"} <= set(stages)
-    assert any(p.startswith("plots/umap/") for p in first) and "metrics/synthetic/triplet.json" in first
+    assert {"train@synthetic-triplet-0", "umap@synthetic-classification-0", "report"} <= set(stages)
+    assert any(p.startswith("plots/umap/") for p in first) and "metrics/synthetic/triplet/seed0.json" in first
 
     again = dvc(repo, "repro")
     assert "Running stage" not in again.stdout, again.stdout  # nothing changed, nothing runs
@@ -67,7 +67,7 @@ def test_reruns_are_byte_identical_and_dvc_sees_nothing_to_do(repo):
 
 def test_a_second_repro_while_one_runs_fails_on_the_lock_and_harms_nothing(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["triplet"]["margin"] = 0.5  # so train@synthetic-triplet (and what follows from it) runs again
+    params["triplet"]["margin"] = 0.5  # so train@synthetic-triplet-0 (and what follows from it) runs again
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     first = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -76,7 +76,7 @@ def test_a_second_repro_while_one_runs_fails_on_the_lock_and_harms_nothing(repo)
         assert first.stdout is not None
         for line in first.stdout:  # wait until it is training: the stage holds DVC's locks on its files
             lines.append(line)
-            if "Running stage 'train@synthetic-triplet'" in line:
+            if "Running stage 'train@synthetic-triplet-0'" in line:
                 break
         else:
             pytest.fail("the first dvc repro ended before training:\n" + "".join(lines))
@@ -94,7 +94,7 @@ def test_a_second_repro_while_one_runs_fails_on_the_lock_and_harms_nothing(repo)
     status = dvc(repo, "status")
     assert "up to date" in status.stdout, status.stdout  # every output matches its hash in dvc.lock
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert lock["stages"]["train@synthetic-triplet"]["params"]["params.yaml"]["triplet"]["margin"] == 0.5
+    assert lock["stages"]["train@synthetic-triplet-0"]["params"]["params.yaml"]["triplet"]["margin"] == 0.5
 
 
 def test_dvc_repro_killed_mid_training_resumes_from_the_last_complete_epoch(repo):
@@ -105,8 +105,8 @@ def test_dvc_repro_killed_mid_training_resumes_from_the_last_complete_epoch(repo
     params["train"]["epochs"] = 4  # long enough to be killed after the first epoch's checkpoint
     params["train"]["cosine_t_max"] = 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stage = "train@synthetic-triplet"
-    checkpoint = repo / "data/cache/resume/synthetic/triplet/resume.pt"
+    stage = "train@synthetic-triplet-0"
+    checkpoint = repo / "data/cache/resume/synthetic/triplet/seed0/resume.pt"
     proc = subprocess.Popen(["dvc", "repro", stage], cwd=repo, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -121,11 +121,11 @@ def test_dvc_repro_killed_mid_training_resumes_from_the_last_complete_epoch(repo
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    assert not (repo / "models/synthetic/triplet").exists()  # DVC removed the old output; no new one yet
+    assert not (repo / "models/synthetic/triplet/seed0").exists()  # DVC removed the old output; no new one yet
 
     resumed = dvc(repo, "repro", stage)
     said = resumed.stdout + resumed.stderr
     assert "continuing at epoch" in said and "epoch 1:" not in said, said
     assert not checkpoint.exists()
     assert "up to date" in dvc(repo, "status", stage).stdout
-    assert yaml.safe_load((repo / "models/synthetic/triplet/meta.json").read_text())["epochs"] == 4
+    assert yaml.safe_load((repo / "models/synthetic/triplet/seed0/meta.json").read_text())["epochs"] == 4

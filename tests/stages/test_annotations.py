@@ -197,7 +197,8 @@ def test_train_uses_the_triplet_lists(http_files, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "fit", spy)
     for method in ("triplet", "classification"):
-        train.main(["pets", method, "--params", p, "--splits", f"{d}/splits/pets", "--decoded", f"{d}/decoded.npy",
+        train.main(["pets", method, "--seed", "0",
+                    "--params", p, "--splits", f"{d}/splits/pets", "--decoded", f"{d}/decoded.npy",
                     "--weights", f"{d}/pretrained", "--out", f"{d}/models/{method}", "--curve", f"{d}/{method}.csv"])
     triplets = _table(tmp_path, "pets", "triplet_train")
     train_data, val_data = seen["triplet"]
@@ -215,12 +216,12 @@ def test_train_uses_the_triplet_lists(http_files, tmp_path, monkeypatch):
 def test_dvc_repro_of_the_study_on_tiny_stand_ins(http_files, tmp_path):
     params = sd.serve_study(http_files)
     repo = project_copy(tmp_path / "repo", params)
-    targets = ["train@pets-triplet", "train@defungi-classification"]  # both datasets, both methods
+    targets = ["train@pets-triplet-0", "train@defungi-classification-0"]  # both datasets, both methods
     run(["dvc", "repro", *targets], repo, timeout=600)
     assert (repo / "data" / "raw" / "annotations" / "micro_triplet_train.txt").exists()
     for dataset in ("pets", "defungi"):
         assert (repo / "data" / "splits" / dataset / "triplet_train.csv").exists()
-    for target in ("pets/triplet", "defungi/classification"):
+    for target in ("pets/triplet/seed0", "defungi/classification/seed0"):
         meta = json.loads((repo / "models" / target / "meta.json").read_text())
         assert meta["pretrained"] is True and meta["model"] == "test_convnext"
     info = json.loads((repo / "models" / "pretrained" / "info.json").read_text())

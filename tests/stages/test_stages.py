@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,46 +33,62 @@ def test_every_stage_yaml_entry_has_a_module():
         assert f"python -m stages.{name}" in cmd
 
 
-def test_stage_chain_on_synthetic(tmp_path):
+def test_stage_chain_on_synthetic_every_method_two_seeds(tmp_path):
     from stages import decode, download, embed, evaluate, report, split, train, umap, weights
+    from stages.lib.methods import METHODS
 
-    p = str(write_params(tmp_path / "params.yaml", tiny_params()))
+    methods = METHODS.names()
+    p = str(write_params(tmp_path / "params.yaml", tiny_params(methods=methods, seeds=[0, 1])))
     d = tmp_path
     download.main(["synthetic", "--params", p, "--out", f"{d}/raw", "--cache", f"{d}/cache"])
     manifest = pd.read_csv(d / "raw/manifest.csv")
     assert len(manifest) == 36 and set(manifest.columns) >= {"path", "class", "group", "sha256"}
-    split.main(["synthetic", "--params", p, "--raw", f"{d}/raw", "--out", f"{d}/splits"])
+    split.main(["synthetic", "--params", p, "--raw", f"{d}/raw", "--annotations", f"{d}/none", "--out", f"{d}/splits"])
     sizes = {s: len(pd.read_csv(d / f"splits/{s}.csv")) for s in ("train", "val", "test")}
     assert sizes == {"train": 18, "val": 9, "test": 9}
     decode.main(["--params", p, "--raw", f"{d}/raw", "--out", f"{d}/decoded.npy"])
     assert np.load(d / "decoded.npy", mmap_mode="r").shape == (36, 32, 32, 3)
     weights.main(["--params", p, "--out", f"{d}/pretrained", "--cache", f"{d}/cache/w"])
-    for method in ("pretrained", "classification", "triplet"):
-        train.main([
-            "synthetic", method, "--params", p, "--splits", f"{d}/splits", "--decoded", f"{d}/decoded.npy",
-            "--weights", f"{d}/pretrained", "--out", f"{d}/models/{method}", "--curve", f"{d}/curves/{method}.csv",
-        ])
-        embed.main([
-            "--params", p, "--model", f"{d}/models/{method}", "--splits", f"{d}/splits",
-            "--decoded", f"{d}/decoded.npy", "--out", f"{d}/emb/{method}.npz",
-        ])
-        evaluate.main(["--params", p, "--embeddings", f"{d}/emb/{method}.npz", "--out", f"{d}/m/synthetic/{method}.json"])
-        umap.main([
-            "synthetic", method, "--params", p, "--embeddings", f"{d}/emb/{method}.npz",
-            "--metrics", f"{d}/m/synthetic/{method}.json", "--out", f"{d}/umap/{method}.png",
-        ])
-        metrics = json.loads((d / f"m/synthetic/{method}.json").read_text())
-        assert set(metrics) >= {"kmeans_acc", "nmi", "ari", "n_test", "n_classes"}
-        assert metrics["n_test"] == 9 and metrics["n_classes"] == 3
-        assert (d / f"umap/{method}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    curve = pd.read_csv(d / "curves/triplet.csv")
+    for method in methods:
+        for seed in (0, 1):
+            run_dir = f"{method}/seed{seed}"
+            train.main([
+                "synthetic", method, "--seed", str(seed), "--params", p, "--splits", f"{d}/splits",
+                "--decoded", f"{d}/decoded.npy", "--weights", f"{d}/pretrained", "--out", f"{d}/models/{run_dir}",
+                "--curve", f"{d}/curves/synthetic/{run_dir}.csv",
+            ])
+            embed.main([
+                "--params", p, "--model", f"{d}/models/{run_dir}", "--splits", f"{d}/splits",
+                "--decoded", f"{d}/decoded.npy", "--out", f"{d}/emb/{run_dir}.npz",
+            ])
+            metrics_file = f"{d}/m/synthetic/{run_dir}.json"
+            evaluate.main(["--params", p, "--embeddings", f"{d}/emb/{run_dir}.npz", "--out", metrics_file])
+            umap.main([
+                "synthetic", method, "--seed", str(seed), "--params", p, "--embeddings", f"{d}/emb/{run_dir}.npz",
+                "--metrics", metrics_file, "--out", f"{d}/umap/synthetic_{method}_seed{seed}.png",
+            ])
+            metrics = json.loads(Path(metrics_file).read_text())
+            assert set(metrics) >= {"kmeans_acc", "nmi", "ari", "n_test", "n_classes", "precision_at_1", "map_at_r"}
+            assert metrics["n_test"] == 9 and metrics["n_classes"] == 3
+            assert (d / f"umap/synthetic_{method}_seed{seed}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curve = pd.read_csv(d / "curves/synthetic/triplet/seed1.csv")
     assert list(curve.columns) == ["epoch", "train_loss", "val_loss", "lr"] and len(curve) == 2
-    meta = json.loads((d / "models/triplet/meta.json").read_text())
-    assert meta["best_epoch"] in (1, 2) and meta["classes"] == sorted(meta["classes"])
-    report.main(["--params", p, "--metrics", f"{d}/m", "--out", f"{d}/report", "--plot", f"{d}/summary.png"])
+    meta = json.loads((d / "models/triplet/seed1/meta.json").read_text())
+    assert meta["seed"] == 1 and meta["best_epoch"] in (1, 2) and meta["classes"] == sorted(meta["classes"])
+    first = (d / "models/triplet/seed0/model.safetensors").read_bytes()
+    assert first != (d / "models/triplet/seed1/model.safetensors").read_bytes()  # the seed matters
+    report.main(["--params", p, "--metrics", f"{d}/m", "--curves", f"{d}/curves", "--umaps", f"{d}/umap",
+                 "--out", f"{d}/report", "--plots", f"{d}/pictures"])
     summary = json.loads((d / "report/summary.json").read_text())
-    assert set(summary["synthetic"]) == {"pretrained", "classification", "triplet"}
-    assert "| synthetic | all | triplet |" in (d / "report/summary.md").read_text()
+    assert set(summary["synthetic"]) == {*methods, "comparisons"}
+    triplet = summary["synthetic"]["triplet"]
+    assert triplet["seeds"] == 2 and {"kmeans_acc", "kmeans_acc_std", "kmeans_acc_ci95"} <= set(triplet)
+    comparison = summary["synthetic"]["comparisons"]["triplet_vs_classification"]
+    assert comparison["n"] == 2 and "verdict" in comparison
+    table = (d / "report/summary.md").read_text()
+    assert "| triplet | 2 |" in table and "triplet vs classification" in table
+    pictures = sorted(p.name for p in (d / "pictures").iterdir())
+    assert pictures == ["curves_synthetic.png", "summary.png", "umap_grid.png"]
 
 
 def test_a_stage_error_is_one_line_without_traceback(tmp_path):
