@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Training and embedding throughput on one CUDA GPU, the study's way against ours (about 5 minutes
-# on an H100, torch.compile warm-up included). Needs PyTorch, timm and numpy; no network, no data.
+# Training and embedding throughput on one CUDA GPU, the study's way against ours (sized for about 5 minutes
+# on an H100, torch.compile warm-up included; not yet run on a GPU). Needs PyTorch, timm, numpy; no network.
 #   benchmarks/gpu.sh               # the full benchmark (fails with a clear message without CUDA)
 #   benchmarks/gpu.sh --no-compile  # without the torch.compile rows (about 1 minute)
 #   benchmarks/gpu.sh --dry-run     # the same code on the CPU, tiny model, a few seconds

@@ -121,12 +121,12 @@ def markdown(summary: dict, methods: list[str], shots: int) -> str:
             cells = " | ".join(_cell(e, m) for m in present)
             lines.append(f"| {method} | {e['seeds']} | {cells} | {paper} | {e['n_test']} |")
         for name, c in entry.get("comparisons", {}).items():
-            ci = f" ± {c['ci95'] * 100:.1f}" if c["ci95"] is not None else ""
+            ci = f" ± {c['ci95'] * 100:.1f} (95% CI)" if c["ci95"] is not None else ""
             p = f", paired t-test p = {c['p_value']:.3g}" if c["p_value"] is not None else ""
             lines.append("")
             lines.append(
                 f"- {name.replace('_vs_', ' vs ')}: K-means accuracy {c['mean_difference'] * 100:+.1f} points{ci} "
-                f"(95% CI) over {c['n']} seed(s){p}: {c['verdict']}."
+                f"over {c['n']} seed(s){p}: {c['verdict']}."
             )
         lines.append("")
     return "\n".join(lines)
@@ -152,7 +152,8 @@ def accuracy_chart(summary: dict, methods: list[str], shots: int):
         for p, e in zip(pos, entries, strict=True):
             if "published_kmeans_acc" in e:
                 ax.plot([p - width / 2, p + width / 2], [e["published_kmeans_acc"]] * 2, color="black", lw=2)
-    ax.plot([], [], color="black", lw=2, label="the study's number")
+    if any("published_kmeans_acc" in summary[d][m] for d in datasets for m in methods):
+        ax.plot([], [], color="black", lw=2, label="the study's number")
     ax.set_xticks(x, datasets)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("K-means accuracy (test set)")
