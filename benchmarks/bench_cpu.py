@@ -105,10 +105,11 @@ def ours_data_epoch(pixels: np.ndarray, labels: np.ndarray, method: Triplet, epo
     """One pass as the trainer feeds the model: sample, gather, `to_device`, `normalise` with flips."""
     rng = np.random.default_rng([0, epoch])
     delivered = 0
+    x = None  # refilled in place, as the trainer does
     for index in method.epoch_batches(labels, rng):
         images = to_device(pixels[index], CPU)
         flip = torch.from_numpy(rng.random(len(index)) < hflip)
-        x = normalise(images, flip)
+        x = normalise(images, flip, out=x)
         delivered += len(x)
     return delivered
 

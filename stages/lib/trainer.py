@@ -103,13 +103,14 @@ def _run_batches(
     """
     losses, weights = [], []
     backbone = forward or model.backbone
+    x = None  # the previous batch's input, refilled in place on the CPU once its step is done
     for index in batches:
         images = to_device(data.pixels[index], device)
         flip = None
         if flip_rng is not None and hflip > 0:
             flip = host_to_device(flip_rng.random(len(index)) < hflip, device)
         labels = host_to_device(data.labels[index], device)
-        x = normalise(images, flip)
+        x = normalise(images, flip, out=x)
         with torch.set_grad_enabled(optimizer is not None), torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
         ):

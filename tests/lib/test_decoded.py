@@ -155,3 +155,20 @@ def test_cache_plus_normalise_equals_the_study_transform_with_and_without_flip(i
         ours = normalise(images, torch.full((len(paths),), p_flip == 1.0))
         # One grey level of resize rounding, after normalisation: 1 / 255 / min(std).
         torch.testing.assert_close(ours, expected, rtol=0, atol=1.0 / 255 / min(STD) + 1e-6)
+
+
+def test_normalise_into_a_reused_buffer_gives_the_same_bits():
+    from stages.lib.device import normalise, to_device
+
+    rng = np.random.default_rng(0)
+    cpu = torch.device("cpu")
+    first = to_device(rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), cpu)
+    second = to_device(rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8), cpu)
+    flip = torch.tensor([True, False, True, False])
+    buffer = normalise(first, flip)
+    reused = normalise(second, flip, out=buffer)
+    assert reused.data_ptr() == buffer.data_ptr()
+    assert torch.equal(reused, normalise(second, flip))
+    smaller = to_device(rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), cpu)
+    fresh = normalise(smaller, None, out=buffer)  # another shape: a new tensor, the buffer untouched
+    assert fresh.data_ptr() != buffer.data_ptr() and torch.equal(reused, normalise(second, flip))
