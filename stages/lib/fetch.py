@@ -129,9 +129,16 @@ def download(
 ) -> dict:
     """Download `url` to `dest` via a resumable `.part` file, retrying and checking checksums.
 
+    With no checksum given, the sha256 of the first download is recorded beside `dest`
+    (`<dest>.sha256`, with the URL) and later downloads of the same URL are verified against it.
     Returns {"url", "bytes", "md5", "sha256"} so a caller can pin a checksum on first download.
     """
     dest = Path(dest)
+    record = dest.with_name(dest.name + ".sha256")
+    recorded = None
+    if md5 is None and sha256 is None:
+        recorded = _read_record(record, url)
+        sha256 = recorded
     expected = _expected_digests(url, md5, sha256)
     if dest.exists():
         if expected:
@@ -207,14 +214,33 @@ def download(
     for name, value in expected.items():
         if digests[name] != value:
             part.unlink(missing_ok=True)
+            fix = (
+                f"the server now serves another file than at the first download, whose sha256 is "
+                f"recorded in {record}: delete that record to accept the new file"
+                if recorded
+                else f"the server serves a different file: update the {name} in params.yaml"
+            )
             raise PipelineError(
                 f"checksum mismatch for {url}: {name} expected {value}, got {digests[name]}; "
-                "re-run to download again; if it persists, the server serves a different file: "
-                f"update the {name} in params.yaml only if you trust the source"
+                f"re-run to download again; if it persists, {fix} only if you trust the source"
             )
     os.replace(part, dest)
     log.info("downloaded %s (%d bytes) to %s", url, size, dest)
+    if md5 is None and sha256 is None:
+        record.write_text(f"{digests['sha256']}  {url}\n")
+        log.info("no checksum given for %s: recorded its sha256 in %s to verify later downloads", url, record)
     return {"url": url, "bytes": size, **digests}
+
+
+def _read_record(record: Path, url: str) -> str | None:
+    """The sha256 an earlier download of `url` recorded, or None (none, another URL, unreadable)."""
+    try:
+        digest, _, recorded_url = record.read_text().strip().partition("  ")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if recorded_url != url or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        return None
+    return digest
 
 
 def _fetch_once(url: str, part: Path, timeout: float) -> tuple[int, int | None, dict[str, str]]:

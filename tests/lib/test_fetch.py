@@ -638,3 +638,20 @@ def test_drive_folder_without_gdown(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match=r"gdown.*not installed.*sources.annotations.url"):
         download_drive_folder("FOLDER123", dest)
     assert not dest.exists()
+
+
+def test_without_a_checksum_the_first_download_is_recorded_and_verified_later(server, tmp_path):
+    dest = tmp_path / "file.bin"
+    first = download(server.url("/file.bin"), dest, **_fast())
+    record = tmp_path / "file.bin.sha256"
+    assert record.read_text().split() == [first["sha256"], server.url("/file.bin")]
+    hits = server.hits("/file.bin")
+    again = download(server.url("/file.bin"), dest, **_fast())  # verified against the record: no request
+    assert again["sha256"] == first["sha256"] and server.hits("/file.bin") == hits
+    dest.unlink()
+    record.write_text(f"{'0' * 64}  {server.url('/file.bin')}\n")  # as if the server's file had changed
+    with pytest.raises(PipelineError, match=r"recorded in .*file\.bin\.sha256: delete that record") as info:
+        download(server.url("/file.bin"), dest, **_fast())
+    assert "\n" not in str(info.value) and not dest.exists()
+    record.write_text(f"{'0' * 64}  {server.url('/other.bin')}\n")  # recorded for another URL: ignored
+    assert download(server.url("/file.bin"), dest, **_fast())["sha256"] == first["sha256"]
