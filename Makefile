@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check stages tests
+	$(BIN)/ruff check stages tests benchmarks scripts
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cpu.py
