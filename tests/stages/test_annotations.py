@@ -100,7 +100,8 @@ def test_archive_without_lists_is_refused(http_files, tmp_path, capsys):
     message = _fails(capsys, annotations.main, _annotations(tmp_path, params))
     assert "holds none of the study's split lists" in message and "sources.annotations" in message
     assert list((tmp_path / "raw").iterdir()) == []
-    assert [p.name for p in (tmp_path / "cache" / "a").iterdir()] == ["annotations.zip"]  # no work folder left
+    cached = sorted(p.name for p in (tmp_path / "cache" / "a").iterdir())
+    assert cached == ["annotations.zip", "annotations.zip.sha256"]  # the archive and its recorded checksum only
 
 
 # --------------------------------------------------------------------------- split and train
