@@ -16,16 +16,7 @@ def params_file(tmp_path):
 @pytest.fixture
 def http_files():
     """A loopback HTTP server serving `server.files` (URL path -> bytes); see tests/http_files.py."""
-    import threading
+    from tests.http_files import FileServer, running
 
-    from tests.http_files import FileServer
-
-    server = FileServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(FileServer()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

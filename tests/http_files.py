@@ -7,8 +7,11 @@ sends only half of it, then hangs up, every time.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRUNCATED = "/truncated"
@@ -51,19 +54,59 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        start = 0
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match and int(match.group(1)) < len(body):
-            start = int(match.group(1))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.close_connection = True
-        try:
-            self.wfile.write(payload[: len(payload) // 2] if truncate else payload)
-        except OSError:
-            pass
+        respond(self, body, truncate=truncate)
+
+
+def respond(
+    handler: BaseHTTPRequestHandler, body: bytes, *, ranged: bool = True, truncate: bool = False, stall: float = 0.0
+) -> None:
+    """Answer with `body`: from the Range start with 206 when `ranged` (416 past the end), else 200.
+
+    `truncate`: announce the whole length, send half, hang up. `stall`: go quiet for that many
+    seconds halfway through (for client time-outs).
+    """
+    start = 0
+    header = handler.headers.get("Range")
+    if ranged and header:
+        match = re.fullmatch(r"bytes=(\d+)-", header)
+        assert match, header
+        start = int(match.group(1))
+        if start >= len(body):
+            handler.send_response(416)
+            handler.send_header("Content-Range", f"bytes */{len(body)}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+    else:
+        handler.send_response(200)
+    payload = body[start:]
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    if truncate:
+        payload = payload[: len(payload) // 2]
+    handler.close_connection = True
+    try:
+        if stall:
+            half = len(payload) // 2
+            handler.wfile.write(payload[:half])
+            handler.wfile.flush()
+            time.sleep(stall)
+            payload = payload[half:]
+        handler.wfile.write(payload)
+    except OSError:
+        pass  # the client hung up (truncation and time-out tests)
+
+
+@contextlib.contextmanager
+def running(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """Serve from a daemon thread for the duration of the block, then shut down and close."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import random
-import re
 import socket
 import sys
 import tarfile
 import threading
-import time
 import types
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +19,7 @@ import pytest
 from stages.lib import fetch
 from stages.lib.errors import PipelineError
 from stages.lib.fetch import download, download_drive_folder, extract, file_digest
+from tests.http_files import respond, running
 
 BLOB = random.Random(0).randbytes(300_000)
 OTHER = random.Random(1).randbytes(300_000)  # what a mirror serving a different file sends
@@ -94,55 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _send(
-        self, body: bytes, *, ranged: bool = True, truncate: bool = False, stall: float = 0.0
-    ) -> None:
-        """Send `body` (from the Range start if `ranged`); `truncate`: only half, then hang up."""
-        start = 0
-        header = self.headers.get("Range")
-        if ranged and header:
-            match = re.fullmatch(r"bytes=(\d+)-", header)
-            assert match, header
-            start = int(match.group(1))
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if truncate:
-            payload = payload[: len(payload) // 2]
-        self.close_connection = True
-        try:
-            if stall:
-                half = len(payload) // 2
-                self.wfile.write(payload[:half])
-                self.wfile.flush()
-                time.sleep(stall)
-                payload = payload[half:]
-            self.wfile.write(payload)
-        except OSError:
-            pass  # the client gave up (timeout test)
+    def _send(self, body: bytes, *, ranged: bool = True, truncate: bool = False, stall: float = 0.0) -> None:
+        respond(self, body, ranged=ranged, truncate=truncate, stall=stall)
 
 
 @pytest.fixture
 def server():
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running(_Server()) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 def _part(dest: Path) -> Path:
