@@ -60,13 +60,7 @@ def fetch(source: AnnotationsSource, work: Path, cache: Path) -> tuple[Path, dic
         return work / "drive", {"drive_folder": source.drive_folder}
     name = Path(source.url.split("?")[0].rstrip("/")).name or "annotations.zip"
     archive = cache / name
-    result = download(source.url, archive, sha256=source.sha256)
-    if source.sha256 is None:
-        log.warning(
-            "sources.annotations.sha256 is null; the archive downloaded has sha256 %s. Pin it in params.yaml "
-            "to verify future downloads.",
-            result["sha256"],
-        )
+    result = download(source.url, archive, sha256=source.sha256, pin_as="sources.annotations.sha256")
     extract(archive, work / "archive")
     return work / "archive", {"url": source.url, "sha256": result["sha256"]}
 

@@ -64,13 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             source = params.sources["weights"]
             url = source.url or hub_url(model.name)
             cached = args.cache / f"{model.name}.safetensors"
-            result = download(url, cached, sha256=source.sha256)
-            if source.sha256 is None:
-                log.warning(
-                    "sources.weights.sha256 is null; the file downloaded has sha256 %s. "
-                    "Pin it in params.yaml to verify future downloads.",
-                    result["sha256"],
-                )
+            result = download(url, cached, sha256=source.sha256, pin_as="sources.weights.sha256")
             (tmp / WEIGHTS_FILE).write_bytes(cached.read_bytes())
             build_backbone(model.name, tmp / WEIGHTS_FILE)  # fails now, not mid-training, if it does not fit
             info.update(url=url, sha256=result["sha256"])

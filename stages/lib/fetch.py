@@ -126,11 +126,13 @@ def download(
     retries: int = 3,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    pin_as: str = "its checksum",
 ) -> dict:
     """Download `url` to `dest` via a resumable `.part` file, retrying and checking checksums.
 
     With no checksum given, the sha256 of the first download is recorded beside `dest`
-    (`<dest>.sha256`, with the URL) and later downloads of the same URL are verified against it.
+    (`<dest>.sha256`, with the URL), printed with a hint to pin it as `pin_as` (a params key),
+    and later downloads of the same URL are verified against it.
     Returns {"url", "bytes", "md5", "sha256"} so a caller can pin a checksum on first download.
     """
     dest = Path(dest)
@@ -228,7 +230,11 @@ def download(
     log.info("downloaded %s (%d bytes) to %s", url, size, dest)
     if md5 is None and sha256 is None:
         record.write_text(f"{digests['sha256']}  {url}\n")
-        log.info("no checksum given for %s: recorded its sha256 in %s to verify later downloads", url, record)
+        log.warning(
+            "no checksum is pinned for %s; its sha256 is %s (recorded in %s, later downloads are checked "
+            "against it). Pin it in params.yaml as %s to verify it on every machine.",
+            url, digests["sha256"], record, pin_as,
+        )
     return {"url": url, "bytes": size, **digests}
 
 

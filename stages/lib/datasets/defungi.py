@@ -88,13 +88,7 @@ def fetch_defungi(source: DefungiSource, images_dir: Path, cache_dir: Path) -> N
     from stages.lib.fetch import download, extract
 
     target = cache_dir / "defungi.zip"  # a mirror's file name may differ; the format is read from the bytes
-    result = download(source.url, target, sha256=source.sha256)
-    if source.sha256 is None:
-        log.warning(
-            "defungi: sources.defungi.sha256 is null; the archive downloaded has sha256 %s. "
-            "Pin it in params.yaml to verify future downloads.",
-            result["sha256"],
-        )
+    download(source.url, target, sha256=source.sha256, pin_as="sources.defungi.sha256")
     with tempfile.TemporaryDirectory(prefix=".extract.", dir=cache_dir) as tmp:
         work = Path(tmp)
         extract(target, work / "outer")
