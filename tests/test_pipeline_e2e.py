@@ -65,3 +65,16 @@ def test_changing_a_method_param_reruns_only_that_method(repo):
     assert "Running stage 'train@synthetic-triplet-0'" in out
     assert "Running stage 'train@synthetic-classification-0'" not in out
     assert "Running stage 'split@synthetic'" not in out
+
+
+def test_the_studys_triplet_sampling_is_one_param_away_and_its_leak_shows_in_the_diff(repo):
+    out = run(["dvc", "exp", "run", "-S", "triplet.pool=study"], repo).stdout
+    assert "Running stage 'train@synthetic-triplet-0'" in out
+    assert "Running stage 'train@synthetic-classification-0'" not in out
+    metrics = json.loads((repo / "metrics/synthetic/triplet/seed0.json").read_text())
+    assert metrics["triplet_pool"] == "study" and metrics["leak"]["test_in_pool"] == metrics["n_test"] == 9
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    changed = diff["metrics/synthetic/triplet/seed0.json"]
+    assert changed["leak.test_in_pool"] == {"old": 0, "new": 9, "diff": 9}
+    summary = (repo / "report/summary.md").read_text()
+    assert "triplet is not clean" in summary and "9 test images were in the pool" in summary
