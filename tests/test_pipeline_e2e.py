@@ -25,10 +25,12 @@ def test_repro_then_experiment_then_metrics_diff(repo):
     for method in ("classification", "triplet"):
         metrics = json.loads((repo / f"metrics/synthetic/{method}/seed0.json").read_text())
         assert 0 <= metrics["kmeans_acc"] <= 1 and metrics["n_test"] == 9 and metrics["n_classes"] == 3
+        predictions = (repo / f"data/predictions/synthetic/{method}/seed0.csv").read_text().splitlines()
+        assert len(predictions) == 1 + 9
         assert (repo / f"plots/umap/synthetic_{method}_seed0.png").is_file()
     summary = json.loads((repo / "report/summary.json").read_text())
     assert set(summary["synthetic"]) == {"classification", "triplet", "comparisons"}
-    assert summary["synthetic"]["comparisons"]["triplet_vs_classification"]["n"] == 1
+    assert set(summary["synthetic"]["comparisons"]["triplet_vs_classification"]["per_seed"]) == {"0"}
     for picture in ("summary.png", "umap_grid.png", "curves_synthetic.png"):
         assert (repo / "plots/report" / picture).is_file()
 
