@@ -7,13 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from stages.lib import cli
-from stages.lib.arrays import load_npz
 from stages.lib.atomic import write_json
 from stages.lib.errors import stage_main
-from stages.lib.metrics import embedding_scores
 
 log = logging.getLogger("stages.evaluate")
 
@@ -24,6 +20,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--embeddings", type=Path, required=True, help="embeddings .npz from the embed stage")
     p.add_argument("--out", type=Path, required=True, help="metrics JSON (metrics/<dataset>/<method>/seed<S>.json)")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    import numpy as np
+
+    from stages.lib.arrays import load_npz
+    from stages.lib.metrics import embedding_scores
+
     params = cli.params_of(args)
     data = load_npz(args.embeddings, ("embeddings", "labels"))
     labels = data["labels"]

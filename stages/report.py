@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from stages.lib import cli
 from stages.lib.atomic import write_json, write_text
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.plotting import class_colours, save_figure
 from stages.lib.published import published
-from stages.lib.stats import paired_comparison, summarise
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas, scipy (stages.lib.stats) and matplotlib (stages.lib.plotting) are imported where they are
+# used, so that `python -m stages.report --help` answers at once.
 
 log = logging.getLogger("stages.report")
 
@@ -39,6 +42,8 @@ PERCENT = {"kmeans_acc", "precision_at_1", "map_at_r", "knn_acc"}
 
 def read_runs(metrics_dir: Path, datasets: list[str], methods: list[str], seeds: list[int]) -> pd.DataFrame:
     """One row per dataset x method x seed from `metrics_dir/<dataset>/<method>/seed<S>.json`."""
+    import pandas as pd
+
     rows = []
     for dataset in datasets:
         for method in methods:
@@ -63,6 +68,8 @@ def baseline_of(methods: list[str]) -> str:
 
 def summarise_runs(runs: pd.DataFrame, methods: list[str], shots: int) -> dict:
     """Per dataset: per method the seed statistics of each metric, and paired comparisons."""
+    from stages.lib.stats import paired_comparison, summarise
+
     summary: dict = {}
     metrics = [m for m in METRICS if m in runs.columns]
     base = baseline_of(methods)
@@ -137,6 +144,8 @@ def accuracy_chart(summary: dict, methods: list[str], shots: int):
     deviation over seeds, and the study's published number as a black tick where it has one."""
     import matplotlib.pyplot as plt
 
+    from stages.lib.plotting import class_colours
+
     datasets = list(summary)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(datasets) * len(methods)), 4.2))
     width = 0.8 / len(methods)
@@ -181,27 +190,35 @@ def umap_grid(umaps: Path, datasets: list[str], methods: list[str], seed: int):
     return fig
 
 
-def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int]):
-    """Training (dashed) and validation (solid) loss per epoch of every run of one dataset.
-
-    Losses of different methods are on different scales, so each method has its own panel."""
+def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int], pretrained: bool = True):
+    """Training (dashed) and validation (solid) loss per epoch of every run of one dataset, the
+    selected epoch (lowest validation loss) marked with a star. Losses of different methods are on
+    different scales, so each method that trains has its own panel; one that does not has none."""
     import matplotlib.pyplot as plt
 
+    from stages.lib.plotting import class_colours, method_label
+
     trained = [m for m in methods if any(_curve(curve_dir, dataset, m, s) is not None for s in seeds)]
-    fig, axes = plt.subplots(1, max(1, len(trained)), figsize=(4.2 * max(1, len(trained)), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(trained)), figsize=(4.2 * max(1, len(trained)), 3.6), squeeze=False)
     colours = class_colours(max(1, len(seeds)))
     for ax, method in zip(axes[0], trained, strict=False):
         for i, seed in enumerate(seeds):
             table = _curve(curve_dir, dataset, method, seed)
             if table is None:
                 continue
-            ax.plot(table["epoch"], table["val_loss"], color=colours[i], label=f"seed {seed} val")
-            ax.plot(table["epoch"], table["train_loss"], color=colours[i], ls="--", label=f"seed {seed} train")
-        ax.set_title(f"{dataset} · {method}")
+            ax.plot(table["epoch"], table["val_loss"], color=colours[i], label=f"seed {seed} validation")
+            ax.plot(table["epoch"], table["train_loss"], color=colours[i], ls="--", label=f"seed {seed} training")
+            best = table[table["best"] == 1]
+            ax.plot(best["epoch"], best["val_loss"], marker="*", ms=13, color=colours[i], mec="black", mew=0.6,
+                    ls="none", label=f"seed {seed} selected epoch", zorder=3)
+        ax.set_title(f"{dataset} · {method_label(method, pretrained)}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
-    if not trained:
+    if trained:  # one legend for every panel, below them, never over a curve
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(labels)),
+                   fontsize=8, frameon=False)
+    else:
         axes[0][0].axis("off")
         axes[0][0].set_title(f"{dataset}: no method trains")
     fig.tight_layout()
@@ -209,6 +226,8 @@ def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int]):
 
 
 def _curve(curve_dir: Path, dataset: str, method: str, seed: int) -> pd.DataFrame | None:
+    import pandas as pd
+
     path = curve_dir / dataset / method / f"seed{seed}.csv"
     try:
         table = pd.read_csv(path)
@@ -229,12 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, required=True, help="folder for the report's pictures (plots/report)")
     args = p.parse_args(argv)
     params = cli.params_of(args)
+    from stages.lib.plotting import save_figure
+
     runs = read_runs(args.metrics, params.datasets, params.methods, params.seeds)
     summary = summarise_runs(runs, params.methods, params.shots)
     figures = {"summary.png": accuracy_chart(summary, params.methods, params.shots),
                "umap_grid.png": umap_grid(args.umaps, params.datasets, params.methods, params.seeds[0])}
     for dataset in params.datasets:
-        figures[f"curves_{dataset}.png"] = curves(args.curves, dataset, params.methods, params.seeds)
+        figures[f"curves_{dataset}.png"] = curves(args.curves, dataset, params.methods, params.seeds,
+                                                  params.model.pretrained)
     args.plots.mkdir(parents=True, exist_ok=True)
     for stale in args.plots.glob("*.png"):
         if stale.name not in figures:

@@ -1,7 +1,7 @@
 """train@D-M-S: fine-tune the backbone with method M and training seed S on dataset D's training split.
 
 Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
-(`model.safetensors`, `meta.json`); per-epoch losses go to a CSV that DVC draws as a plot.
+(`model.safetensors`, `meta.json`); per-epoch losses (and the selected epoch) go to a CSV that the report draws.
 """
 
 from __future__ import annotations
@@ -10,16 +10,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import torch
-
 from stages.lib import cli
-from stages.lib.device import configure_determinism, pick_device
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.methods import METHODS
-from stages.lib.models import build_backbone, save_checkpoint
-from stages.lib.splitdata import read_classes, read_table, split_pixels
-from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
-from stages.weights import weights_file
 
 log = logging.getLogger("stages.train")
 
@@ -28,7 +20,7 @@ log = logging.getLogger("stages.train")
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("train", __doc__.splitlines()[0])
     p.add_argument("dataset", help="dataset name")
-    p.add_argument("method", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("method", help="method name (one of params.yaml `methods`)")
     p.add_argument("--seed", type=int, required=True, help="training seed (one of params.yaml `seeds`)")
     p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
     p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
@@ -41,6 +33,16 @@ def main(argv: list[str] | None = None) -> None:
         "default: no resuming",
     )
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    import torch
+
+    from stages.lib.device import configure_determinism, pick_device
+    from stages.lib.methods import METHODS
+    from stages.lib.models import build_backbone, save_checkpoint
+    from stages.lib.splitdata import read_classes, read_table, split_pixels
+    from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
+    from stages.weights import weights_file
+
     params = cli.params_of(args)
     method_cls = METHODS.get(args.method)
     classes = read_classes(args.splits)
