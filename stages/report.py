@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out / "summary.json", summary)
     table = markdown(summary, params.methods, params.shots)
     write_text(args.out / "summary.md", table)
-    print(table, end="")
-    log.info("summary -> %s, pictures -> %s", args.out, args.plots)
+    log.info("summary table -> %s, pictures -> %s", args.out / "summary.md", args.plots)  # `make demo` prints it
 
 
 if __name__ == "__main__":
