@@ -88,6 +88,8 @@ def apply_override(data: dict, item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
+        value = float(value)  # 1e-5: a number to DVC's -S, a string to YAML 1.1
     *parents, last = key.split(".")
     node = data
     for part in parents:
@@ -116,6 +118,13 @@ def unrecorded_edits() -> bool:
     return current not in listed
 
 
+def _float(value: float) -> str:
+    """A float as YAML 1.1 readers (PyYAML) read back as a float: 1e-05 -> 1.0e-05."""
+    text = repr(value)
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
+
+
 def demo_params_text(committed: str, overrides: list[str]) -> tuple[str, dict]:
     """The committed params.yaml with `overrides` set (comments and layout kept) and its values."""
     from ruamel.yaml import YAML
@@ -123,6 +132,8 @@ def demo_params_text(committed: str, overrides: list[str]) -> tuple[str, dict]:
 
     rt = YAML()
     rt.width = 4096
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    rt.representer.add_representer(float, lambda r, v: r.represent_scalar("tag:yaml.org,2002:float", _float(v)))
     data = rt.load(committed)
     plain: dict[str, Any] = json.loads(json.dumps(data))
     for item in overrides:
@@ -133,10 +144,12 @@ def demo_params_text(committed: str, overrides: list[str]) -> tuple[str, dict]:
             if isinstance(value, dict) and isinstance(node.get(key), CommentedMap):
                 assign(node[key], value)
             elif isinstance(value, list):
+                if isinstance(node.get(key), list) and list(node[key]) == value:
+                    continue
                 seq = CommentedSeq(value)
                 seq.fa.set_flow_style()
                 node[key] = seq
-            elif node.get(key) != value or type(node.get(key)) is not type(value):
+            elif node.get(key) != value or isinstance(node.get(key), bool) != isinstance(value, bool):
                 node[key] = value
 
     assign(data, plain)

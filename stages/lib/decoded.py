@@ -31,7 +31,7 @@ def decode_to_file(paths: Sequence[Path], size: int, out: Path, desc: str = "dec
         with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             results = pool.map(lambda p: load_resized(p, size), paths)
-            for index, pixels in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False)):
+            for index, pixels in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False, disable=None)):
                 array[index] = pixels
         array.flush()
         del array
