@@ -36,7 +36,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def repo(tmp_path_factory) -> Path:
     """A project copy after `dvc repro`, recorded as experiment `base` (as `make demo` records `demo`)."""
     params = tiny_params()
-    params["train"].update(epochs=4, cosine_t_max=4, resume_every_s=3600)  # long enough to interrupt
+    params["train"].update(epochs=8, cosine_t_max=8, resume_every_s=3600)  # long enough to interrupt
     repo = project_copy(tmp_path_factory.mktemp("lost") / "repo", params)
     dvc(repo, "repro")
     dvc(repo, "exp", "save", "--name", "base")
@@ -72,7 +72,7 @@ def test_typos_and_invalid_values_get_the_projects_line_and_delete_nothing(repo)
         assert line in said, said
         assert "missing from" not in said and "Running stage 'split" not in said, said
         assert said.count("Running stage") == 1  # `check` alone ran
-    restored(repo, before)
+        restored(repo, before)  # the failed setting stays in params.yaml until then, as DVC leaves it
 
 
 def test_a_stage_failing_at_run_time_loses_nothing(repo):
@@ -91,13 +91,21 @@ def test_ctrl_c_during_training_keeps_the_epoch_and_loses_nothing(repo):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     curve = repo / "plots/train/synthetic/triplet/seed0.csv"
     deadline = time.monotonic() + 600
+    lines = []
     try:
-        while not curve.is_file() or len(curve.read_text().strip().splitlines()) < 2:
-            assert proc.poll() is None, proc.communicate()[0]
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the old run's curve is gone once its stage starts again
+            lines.append(line)
+            if "Running stage 'train@synthetic-triplet-0'" in line:
+                break
+        else:
+            pytest.fail("dvc exp run ended before training:\n" + "".join(lines))
+        while not curve.is_file() or len(curve.read_text().strip().splitlines()) < 2:  # epoch 1 finished
+            assert proc.poll() is None, "".join(lines) + proc.communicate()[0]
             assert time.monotonic() < deadline
             time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
-        out, _ = proc.communicate(timeout=600)
+        out = "".join(lines) + proc.communicate(timeout=600)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -429,7 +429,7 @@ class _UnknownKey(_KeyError):
 
 class _Missing(_KeyError):
     def __init__(self, key: str) -> None:
-        Exception.__init__(self, f"missing key {key}; add it (see README, Params)")
+        Exception.__init__(self, f"missing key {key}; add it (see docs/params.md)")
 
 
 def _key_name(key: Any) -> str:
