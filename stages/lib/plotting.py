@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib import patheffects  # noqa: E402
 
 from stages.lib.atomic import atomic_path  # noqa: E402
 
@@ -152,7 +151,3 @@ def confusion_matrix_figure(labels: np.ndarray, predicted: np.ndarray, classes: 
     fig.tight_layout()
     return fig
 
-
-def outlined(text_artist) -> None:
-    """A thin white outline that keeps dark text readable over lines and markers."""
-    text_artist.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])

@@ -126,7 +126,8 @@ def test_curves_mark_the_selected_epoch_skip_methods_that_do_not_train_and_keep_
     from stages.lib.trainer import write_curve
     from stages.report import curves
 
-    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": v, "lr": 1e-3} for e, v in ((1, 0.9), (2, 0.5), (3, 0.7))]
+    losses = ((1, 0.9), (2, 0.5), (3, 0.7))
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": v, "lr": 1e-3} for e, v in losses]
     write_curve(tmp_path / "d/triplet/seed0.csv", history, best_epoch=2)
     write_curve(tmp_path / "d/pretrained/seed0.csv", [])
     fig = curves(tmp_path, "d", ["pretrained", "triplet"], [0], pretrained=False)
