@@ -60,7 +60,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_bytes(workspace):
 def test_a_checkpoint_from_other_params_is_discarded_by_the_stage(workspace, monkeypatch, caplog):
     ws = workspace
     with monkeypatch.context() as mp:  # leave the finished run's checkpoint behind, as a kill would
-        mp.setattr(train, "clear_resume", lambda folder: None)
+        mp.setattr(trainer, "clear_resume", lambda folder: None)  # the stage imports it when it runs
         train.main(ws.train_args("classification", "old"))
     stale = ws.root / "resume/old" / RESUME_FILE
     assert torch.load(stale, weights_only=True)["epoch"] == 4
