@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Each sets up .venv first if needed.
+ARGS ?=
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,8 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo
+	$(BIN)/python scripts/demo.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -10,10 +10,8 @@ import logging
 from pathlib import Path
 
 from stages.lib import cli
-from stages.lib.atomic import atomic_dir
 from stages.lib.datasets import DATASETS, DatasetSpec
 from stages.lib.errors import stage_main
-from stages.lib.manifest import IMAGES, MANIFEST, scan
 
 log = logging.getLogger("stages.download")
 
@@ -39,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/raw/<dataset>")
     p.add_argument("--cache", type=Path, required=True, help="folder kept between runs for archives")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    from stages.lib.atomic import atomic_dir
+    from stages.lib.manifest import IMAGES, MANIFEST, scan
+
     params = cli.params_of(args)
     spec = DATASETS.get(args.dataset)
     source = params.source(args.dataset)

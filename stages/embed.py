@@ -11,15 +11,8 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from stages.lib import cli
-from stages.lib.arrays import save_npz
-from stages.lib.device import configure_determinism, pick_device
-from stages.lib.embedding import embed_pixels
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.models import load_backbone
-from stages.lib.splitdata import read_table, split_pixels
 
 log = logging.getLogger("stages.embed")
 
@@ -34,6 +27,15 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, required=True, help="output .npz (data/embeddings/<dataset>/<method>/seed<S>.npz)"
     )
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    import numpy as np
+
+    from stages.lib.arrays import save_npz
+    from stages.lib.device import configure_determinism, pick_device
+    from stages.lib.embedding import embed_pixels
+    from stages.lib.models import load_backbone
+    from stages.lib.splitdata import read_table, split_pixels
+
     params = cli.params_of(args)
     backbone, meta = load_backbone(args.model)
     size = int(meta["image_size"])

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--predictions", type=Path, required=True,
                    help="per-image clustering CSV (data/predictions/<dataset>/<method>/seed<S>.csv)")
     args = p.parse_args(argv)
-
+    # imported only now, so that `--help` answers at once
     import numpy as np
     import pandas as pd
 

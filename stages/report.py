@@ -14,17 +14,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from stages.lib import cli
 from stages.lib.atomic import write_json, write_text
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.leaks import LEAK_KEYS, is_clean
-from stages.lib.plotting import class_colours, method_label, save_figure
 from stages.lib.published import incomparable, published
 from stages.lib.stats import accuracy_ci, paired_difference, summarise
+
+if TYPE_CHECKING:
+    import pandas as pd
+# pandas and matplotlib (stages.lib.plotting) are imported where they are used, so that
+# `python -m stages.report --help` answers at once.
 
 log = logging.getLogger("stages.report")
 
@@ -45,6 +49,8 @@ def read_runs(
     metrics_dir: Path, predictions_dir: Path, datasets: list[str], methods: list[str], seeds: list[int]
 ) -> list[dict]:
     """One record per dataset x method x seed: its metrics JSON and its per-image predictions."""
+    import pandas as pd
+
     runs = []
     for dataset in datasets:
         for method in methods:
@@ -227,6 +233,8 @@ def _leak_sentence(method: str, leak: dict, n_test: int) -> str:
 def markdown(summary: dict, params) -> str:
     """The summary as markdown: per dataset a table, the paired comparisons, then the notes."""
     methods, shots = params.methods, params.shots
+    from stages.lib.plotting import method_label
+
     regime = "all training images" if shots == 0 else f"{shots} training images per class"
     label = {m: method_label(m, params.model.pretrained) for m in methods}
     lines = [
@@ -273,6 +281,8 @@ def accuracy_chart(summary: dict, params):
     interval (over test images, and seeds when there are several), and the study's published
     number with its own interval in black where the run is comparable with it."""
     import matplotlib.pyplot as plt
+
+    from stages.lib.plotting import class_colours, method_label
 
     methods = params.methods
     datasets = list(summary)
@@ -326,27 +336,35 @@ def umap_grid(umaps: Path, datasets: list[str], methods: list[str], seed: int):
     return fig
 
 
-def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int]):
-    """Training (dashed) and validation (solid) loss per epoch of every run of one dataset.
-
-    Losses of different methods are on different scales, so each method has its own panel."""
+def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int], pretrained: bool = True):
+    """Training (dashed) and validation (solid) loss per epoch of every run of one dataset, the
+    selected epoch (lowest validation loss) marked with a star. Losses of different methods are on
+    different scales, so each method that trains has its own panel; one that does not has none."""
     import matplotlib.pyplot as plt
 
+    from stages.lib.plotting import class_colours, method_label
+
     trained = [m for m in methods if any(_curve(curve_dir, dataset, m, s) is not None for s in seeds)]
-    fig, axes = plt.subplots(1, max(1, len(trained)), figsize=(4.2 * max(1, len(trained)), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(trained)), figsize=(4.2 * max(1, len(trained)), 3.6), squeeze=False)
     colours = class_colours(max(1, len(seeds)))
     for ax, method in zip(axes[0], trained, strict=False):
         for i, seed in enumerate(seeds):
             table = _curve(curve_dir, dataset, method, seed)
             if table is None:
                 continue
-            ax.plot(table["epoch"], table["val_loss"], color=colours[i], label=f"seed {seed} val")
-            ax.plot(table["epoch"], table["train_loss"], color=colours[i], ls="--", label=f"seed {seed} train")
-        ax.set_title(f"{dataset} · {method}")
+            ax.plot(table["epoch"], table["val_loss"], color=colours[i], label=f"seed {seed} validation")
+            ax.plot(table["epoch"], table["train_loss"], color=colours[i], ls="--", label=f"seed {seed} training")
+            best = table[table["best"] == 1]
+            ax.plot(best["epoch"], best["val_loss"], marker="*", ms=13, color=colours[i], mec="black", mew=0.6,
+                    ls="none", label=f"seed {seed} selected epoch", zorder=3)
+        ax.set_title(f"{dataset} · {method_label(method, pretrained)}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
-    if not trained:
+    if trained:  # one legend for every panel, below them, never over a curve
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(labels)),
+                   fontsize=8, frameon=False)
+    else:
         axes[0][0].axis("off")
         axes[0][0].set_title(f"{dataset}: no method trains")
     fig.tight_layout()
@@ -354,6 +372,8 @@ def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int]):
 
 
 def _curve(curve_dir: Path, dataset: str, method: str, seed: int) -> pd.DataFrame | None:
+    import pandas as pd
+
     path = curve_dir / dataset / method / f"seed{seed}.csv"
     try:
         table = pd.read_csv(path)
@@ -376,12 +396,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plots", type=Path, required=True, help="folder for the report's pictures (plots/report)")
     args = p.parse_args(argv)
     params = cli.params_of(args)
+    from stages.lib.plotting import save_figure
+
     runs = read_runs(args.metrics, args.predictions, params.datasets, params.methods, params.seeds)
     summary = summarise_runs(runs, params)
     figures = {"summary.png": accuracy_chart(summary, params),
                "umap_grid.png": umap_grid(args.umaps, params.datasets, params.methods, params.seeds[0])}
     for dataset in params.datasets:
-        figures[f"curves_{dataset}.png"] = curves(args.curves, dataset, params.methods, params.seeds)
+        figures[f"curves_{dataset}.png"] = curves(args.curves, dataset, params.methods, params.seeds,
+                                                  params.model.pretrained)
     args.plots.mkdir(parents=True, exist_ok=True)
     for stale in args.plots.glob("*.png"):
         if stale.name not in figures:
@@ -391,8 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out / "summary.json", summary)
     table = markdown(summary, params)
     write_text(args.out / "summary.md", table)
-    print(table, end="")
-    log.info("summary -> %s, pictures -> %s", args.out, args.plots)
+    log.info("summary table -> %s, pictures -> %s", args.out / "summary.md", args.plots)  # `make demo` prints it
 
 
 if __name__ == "__main__":

@@ -16,13 +16,7 @@ import logging
 from pathlib import Path
 
 from stages.lib import cli
-from stages.lib.annotations import study_splits
-from stages.lib.atomic import atomic_dir
-from stages.lib.datasets import DATASETS
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.leaks import run_leak
-from stages.lib.manifest import read_manifest
-from stages.lib.splits import SPLITS, build_splits, few_shot
 
 log = logging.getLogger("stages.split")
 
@@ -35,6 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--annotations", type=Path, help="the study's lists (data/raw/annotations), if split.source is so")
     p.add_argument("--out", type=Path, required=True, help="output folder (data/splits/<dataset>)")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    from stages.lib.annotations import study_splits
+    from stages.lib.atomic import atomic_dir
+    from stages.lib.datasets import DATASETS
+    from stages.lib.manifest import read_manifest
+    from stages.lib.splits import SPLITS, build_splits, few_shot
+
     params = cli.params_of(args)
     manifest = read_manifest(args.raw).reset_index(drop=True)
     manifest["row"] = manifest.index
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
 def list_checks(tables: dict) -> dict[str, dict[str, int]]:
     """Leak counts of the classification tables and, where the split has them, of the study's
     triplet lists (against its train list), with how many anchors those lists repeat."""
+    from stages.lib.leaks import run_leak
+
     checks = {"classification": run_leak(tables["train"], tables["val"], tables["test"])}
     if "triplet_train" in tables:
         checks["triplet"] = {

@@ -1,7 +1,8 @@
 """train@D-M-S: fine-tune the backbone with method M and training seed S on dataset D's training split.
 
 Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
-(`model.safetensors`, `meta.json`); per-epoch losses go to a CSV that DVC draws as a plot.
+(`model.safetensors`, `meta.json`, with the run's leak counts); per-epoch losses (and the selected
+epoch) go to a CSV that the report draws.
 """
 
 from __future__ import annotations
@@ -9,20 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from stages.lib import cli
-from stages.lib.device import configure_determinism, pick_device
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.leaks import no_leak, run_leak
-from stages.lib.methods import METHODS, Method
-from stages.lib.models import build_backbone, save_checkpoint
-from stages.lib.splitdata import read_classes, read_table, split_pixels
-from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
-from stages.weights import weights_file
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from stages.lib.methods import Method
+    from stages.lib.trainer import SplitData
 
 log = logging.getLogger("stages.train")
 
@@ -31,7 +29,7 @@ log = logging.getLogger("stages.train")
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("train", __doc__.splitlines()[0])
     p.add_argument("dataset", help="dataset name")
-    p.add_argument("method", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("method", help="method name (one of params.yaml `methods`)")
     p.add_argument("--seed", type=int, required=True, help="training seed (one of params.yaml `seeds`)")
     p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
     p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
@@ -44,6 +42,17 @@ def main(argv: list[str] | None = None) -> None:
         "default: no resuming",
     )
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    import torch
+
+    from stages.lib.device import configure_determinism, pick_device
+    from stages.lib.leaks import no_leak, run_leak
+    from stages.lib.methods import METHODS
+    from stages.lib.models import build_backbone, save_checkpoint
+    from stages.lib.splitdata import read_classes, read_table
+    from stages.lib.trainer import clear_resume, fit, folder_digest, write_curve
+    from stages.weights import weights_file
+
     params = cli.params_of(args)
     method_cls = METHODS.get(args.method)
     classes = read_classes(args.splits)
@@ -102,6 +111,8 @@ def training_tables(
     """The `train` and `val` tables the method uses (the study's triplet lists where the split has
     them), the sampling pool (every downloaded image) when the method draws from it, and, when the
     study's triplet list stands in for `train`, the split's own train list to check it against."""
+    from stages.lib.splitdata import read_table
+
     tables, listed_train = {}, None
     for name in ("train", "val"):
         study = method.study_tables.get(name)
@@ -121,6 +132,11 @@ def decoded_splits(
     """The decoded training and validation data. Without a pool, each table's own pixels (rows in
     table order, `images` their manifest rows); with one, the pool's pixels once, shared, and each
     table's images as `anchors` into it."""
+    import numpy as np
+
+    from stages.lib.splitdata import split_pixels
+    from stages.lib.trainer import SplitData
+
     if pool is None:
         return {
             name: SplitData(split_pixels(decoded, table, size), table["label"].to_numpy(), _negatives(table),

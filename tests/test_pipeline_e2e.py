@@ -18,16 +18,17 @@ def repo(tmp_path_factory):
 
 def test_repro_then_experiment_then_metrics_diff(repo):
     out = run(["dvc", "repro"], repo).stdout
-    for stage in ("download@synthetic", "split@synthetic", "decode@synthetic", "weights",
+    for stage in ("check", "download@synthetic", "split@synthetic", "decode@synthetic", "weights",
                   "train@synthetic-classification-0", "train@synthetic-triplet-0", "evaluate@synthetic-triplet-0",
-                  "umap@synthetic-triplet-0", "report"):
+                  "umap@synthetic-triplet-0", "pictures@synthetic-triplet-0", "report"):
         assert f"Running stage '{stage}'" in out, stage
     for method in ("classification", "triplet"):
         metrics = json.loads((repo / f"metrics/synthetic/{method}/seed0.json").read_text())
         assert 0 <= metrics["kmeans_acc"] <= 1 and metrics["n_test"] == 9 and metrics["n_classes"] == 3
         predictions = (repo / f"data/predictions/synthetic/{method}/seed0.csv").read_text().splitlines()
         assert len(predictions) == 1 + 9
-        assert (repo / f"plots/umap/synthetic_{method}_seed0.png").is_file()
+        for kind in ("umap", "retrieval", "confusion"):
+            assert (repo / f"plots/{kind}/synthetic_{method}_seed0.png").is_file()
     summary = json.loads((repo / "report/summary.json").read_text())
     assert set(summary["synthetic"]) == {"classification", "triplet", "comparisons"}
     assert set(summary["synthetic"]["comparisons"]["triplet_vs_classification"]["per_seed"]) == {"0"}
@@ -53,10 +54,9 @@ def test_repro_then_experiment_then_metrics_diff(repo):
     assert len(train_rows) == 1 + 2 * 3  # header + 2 shots x 3 classes
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], repo).stdout)
-    assert "metrics/synthetic/triplet/seed0.json" in diff and "report/summary.json" in diff
+    assert set(diff) == {f"metrics/synthetic/{m}/seed0.json" for m in ("classification", "triplet")}  # one per run
     assert "kmeans_acc" in diff["metrics/synthetic/triplet/seed0.json"]
-    assert "synthetic.triplet.shots" in diff["report/summary.json"]
-    assert diff["report/summary.json"]["synthetic.triplet.shots"]["new"] == 2
+    assert json.loads((repo / "report/summary.json").read_text())["synthetic"]["triplet"]["shots"] == 2
 
     exps = run(["dvc", "exp", "show", "--json"], repo).stdout
     assert "shots" in exps

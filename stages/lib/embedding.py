@@ -24,7 +24,7 @@ def embed_pixels(
     with torch.inference_mode(), torch.autocast(
         device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     ):
-        for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False):
+        for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False, disable=None):
             images = to_device(pixels[start : start + batch_size], device)
             out.append(backbone(normalise(images, stats=stats)).float())  # stays on the device: no sync per batch
     if not out:

@@ -6,7 +6,10 @@ count is 0. The study's own lists and its triplet sampling are not (`../README.m
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LEAK_KEYS = ("test_in_train", "test_in_pool", "groups_across", "val_in_train", "anchors_outside_train")
 
@@ -32,6 +35,8 @@ def run_leak(
       `listed_train` (its classification train list; counted only when given).
     Images are compared by manifest row.
     """
+    import pandas as pd
+
     test_rows = set(test["row"])
     seen = set(train["row"]) | set(val["row"])
     drawable = set(pool["row"]) if pool is not None else set()

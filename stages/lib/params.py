@@ -174,6 +174,21 @@ class UmapParams:
 
 
 @dataclass(frozen=True)
+class PicturesParams:
+    """The per-run pictures: how many test queries the retrieval picture shows (drawn with `seed`)
+    and how many nearest neighbours each."""
+
+    queries: int
+    neighbours: int
+    seed: int
+
+    def check(self, where: str) -> None:
+        _require(self.queries >= 1, f"{where}.queries", "an integer >= 1", self.queries)
+        _require(self.neighbours >= 1, f"{where}.neighbours", "an integer >= 1", self.neighbours)
+        _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
+
+
+@dataclass(frozen=True)
 class WeightsSource:
     """`sources.weights`: where the pretrained weights come from (null url: the timm hub file)."""
 
@@ -240,6 +255,7 @@ class Params:
     embed: EmbedParams
     evaluate: EvaluateParams
     umap: UmapParams
+    pictures: PicturesParams
 
     def source(self, dataset: str) -> Any:
         """The `sources.<dataset>` section."""
@@ -262,6 +278,7 @@ _FIXED_TOP = {
     "embed": EmbedParams,
     "evaluate": EvaluateParams,
     "umap": UmapParams,
+    "pictures": PicturesParams,
 }
 
 
@@ -344,7 +361,7 @@ def _check(p: Params, datasets, methods) -> None:
             if name not in registry:
                 raise _KeyError(key, f"names from: {', '.join(registry.names())}", name)
         _require(len(set(names)) == len(names), key, "a list without repeats", names)
-    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap):
+    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures):
         section.check(_section_name(section))
     for name, section in p.sources.items():
         if hasattr(section, "check"):
@@ -370,13 +387,28 @@ def _check(p: Params, datasets, methods) -> None:
             "set split.source: generated for other values",
             p.shots,
         )
-    if p.shots:
+    if p.shots and p.split.source == "generated":
+        from stages.lib.splits import train_sizes
+
         for name in p.datasets:
-            smallest = datasets.get(name).smallest_class(p.sources[name])
-            if smallest is not None and p.shots > smallest:
+            spec = datasets.get(name)
+            sizes = spec.class_sizes(p.sources[name])
+            if sizes is None:
+                continue  # known only after the download: the split stage names the limit
+            per_class = spec.study_test_per_class if p.split.test_per_class == "study" else p.split.test_per_class
+            try:
+                train = train_sizes(
+                    sizes, test_fraction=p.split.test_fraction, val_fraction=p.split.val_fraction, seed=p.seed,
+                    test_per_class=per_class,
+                )
+            except PipelineError as exc:
+                raise _KeyError("split", f"a split that {name} allows ({exc})", dataclasses.asdict(p.split)) from None
+            smallest = min(train, key=lambda c: (train[c], c))
+            if p.shots > train[smallest]:
                 raise _KeyError(
                     "shots",
-                    f"at most {smallest}, the size of the smallest class of {name} (0 = every image)",
+                    f"at most {train[smallest]} for {name} (the training images of its class {smallest!r} once test "
+                    "and val are held out; 0 = every image)",
                     p.shots,
                 )
 
@@ -403,7 +435,7 @@ class _UnknownKey(_KeyError):
 
 class _Missing(_KeyError):
     def __init__(self, key: str) -> None:
-        Exception.__init__(self, f"missing key {key}; add it (see README, Params)")
+        Exception.__init__(self, f"missing key {key}; add it (see docs/params.md)")
 
 
 def _key_name(key: Any) -> str:

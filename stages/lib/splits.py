@@ -128,3 +128,19 @@ def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> p
             depth += 1
         keep.extend(taken[:shots])
     return train.loc[sorted(keep)].reset_index(drop=True)
+
+
+def train_sizes(
+    class_sizes: dict[str, int], *, test_fraction: float, val_fraction: float, seed: int,
+    test_per_class: int | None = None,
+) -> dict[str, int]:
+    """Training images per class that `build_splits` leaves when every image is its own group:
+    the exact upper limit of `shots`, known before anything is downloaded or split."""
+    manifest = pd.DataFrame(
+        [(f"{name}/{i}", name, f"{name}/{i}") for name, n in class_sizes.items() for i in range(n)],
+        columns=["path", "class", "group"],
+    )
+    tables = build_splits(
+        manifest, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, test_per_class=test_per_class
+    )
+    return tables.train.groupby("class").size().to_dict()

@@ -156,7 +156,9 @@ def small_class_dataset(root: Path, small: int) -> Path:
 
 def test_a_class_with_fewer_images_than_shots_fails_split(tmp_path, capsys):
     raw = small_class_dataset(tmp_path / "raw", 8)
-    params = write_params(tmp_path / "params.yaml", tiny_params(shots=10))
+    settings = tiny_params(shots=10)
+    settings["sources"]["synthetic"]["per_class"] = 40  # params allow 10; this download's small class does not
+    params = write_params(tmp_path / "params.yaml", settings)
     out = tmp_path / "splits"
     line = fails(capsys, split.main, ["synthetic", "--params", str(params), "--raw", str(raw), "--out", str(out)])
     assert "shots=10 is larger than the training images of class 'small'" in line and "set shots to at most" in line

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from stages import annotations, decode, download, split, train, weights
+from stages.lib import trainer
 from tests.helpers import project_copy, run, write_params
 from tests.stages import study_data as sd
 
@@ -202,13 +203,13 @@ def test_train_uses_the_triplet_lists(http_files, tmp_path, monkeypatch):
     decode.main(["--params", p, "--raw", f"{d}/raw/pets", "--out", f"{d}/decoded.npy"])
     weights.main(["--params", p, "--out", f"{d}/pretrained", "--cache", f"{d}/cache/w"])
     seen = {}
-    real_fit = train.fit
+    real_fit = trainer.fit  # the train stage imports it when it runs
 
     def spy(method, backbone, train_data, val_data, *args, **kwargs):
         seen[method.name] = (train_data, val_data)
         return real_fit(method, backbone, train_data, val_data, *args, **kwargs)
 
-    monkeypatch.setattr(train, "fit", spy)
+    monkeypatch.setattr(trainer, "fit", spy)
     for method in ("triplet", "classification"):
         train.main(["pets", method, "--seed", "0",
                     "--params", p, "--splits", f"{d}/splits/pets", "--decoded", f"{d}/decoded.npy",

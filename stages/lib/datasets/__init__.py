@@ -30,7 +30,9 @@ class DatasetSpec:
     params_type: type  # dataclass of its `sources.<name>` section
     fetch: Callable[[Any, Path, Path], None]
     description: str
-    smallest_class: Callable[[Any], int | None] = lambda source: None
+    # Images per class known before the download, for a dataset whose every image is its own source
+    # group: params validation then names the exact `shots` limit before anything runs.
+    class_sizes: Callable[[Any], dict[str, int] | None] = lambda source: None
     group_of: Callable[[str], str] = file_stem_group  # "class/file" -> group id
     needs_network: bool = False
     expected_classes: int | None = None  # documented number of classes, checked after download
@@ -48,7 +50,7 @@ def register_dataset(
     params_type: type,
     description: str,
     *,
-    smallest_class: Callable[[Any], int | None] | None = None,
+    class_sizes: Callable[[Any], dict[str, int] | None] | None = None,
     group_of: Callable[[str], str] | None = None,
     needs_network: bool = False,
     expected_classes: int | None = None,
@@ -65,7 +67,7 @@ def register_dataset(
             params_type=params_type,
             fetch=fetch,
             description=description,
-            smallest_class=smallest_class or (lambda source: None),
+            class_sizes=class_sizes or (lambda source: None),
             group_of=group_of or file_stem_group,
             needs_network=needs_network,
             expected_classes=expected_classes,

@@ -70,7 +70,6 @@ def _class_images(root: Path) -> dict[str, list[Path]]:
     "defungi",
     DefungiSource,
     "DeFungi: 9,114 microscope patches, 5 classes (CC BY 4.0), from the UCI repository",
-    smallest_class=lambda source: COUNTS["H6"],
     group_of=patch_group,
     needs_network=True,
     expected_classes=len(CLASSES),

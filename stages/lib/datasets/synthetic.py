@@ -75,7 +75,7 @@ def draw_image(name: str, size: int, rng: np.random.Generator) -> Image.Image:
     "synthetic",
     SyntheticSource,
     "generated shapes, colours and textures; sized by params, for tests",
-    smallest_class=lambda source: source.per_class,
+    class_sizes=lambda source: dict.fromkeys(class_names(source.n_classes), source.per_class),
 )
 def fetch_synthetic(source: SyntheticSource, images_dir: Path, cache_dir: Path) -> None:
     """Write `per_class` JPEGs for each of `n_classes` classes, reproducibly from `seed`."""
