@@ -90,9 +90,10 @@ def run_split_and_train(d: Path, params: dict, dataset: str, monkeypatch) -> dic
 
 
 def check_what_reached_fit(d: Path, dataset: str, seen: dict[str, tuple[SplitData, SplitData]]) -> None:
-    """For every method that trains: the train and val pixels are the rows its tables name, in order,
-    each row the manifest row of the table's path, with the table's label, which is the class of
-    that path; and no image of `test.csv` is among anything it was given."""
+    """For every method that trains: the images it trains and validates on (its anchors, where a
+    split names them) are the rows its tables name, in order, each the manifest row of the table's
+    path, with the table's label, which is the class of that path; every image it was given is one
+    of its split's own (`pool: split`); and no image of `test.csv` is among them."""
     splits = d / "splits" / dataset
     manifest = pd.read_csv(d / "raw" / dataset / "manifest.csv")
     classes = json.loads((splits / "classes.json").read_text())
@@ -110,17 +111,27 @@ def check_what_reached_fit(d: Path, dataset: str, seen: dict[str, tuple[SplitDat
             if not (splits / f"{table_name}.csv").is_file():
                 table_name = part
             table = pd.read_csv(splits / f"{table_name}.csv")
-            rows = decode_rows(data.pixels)
             where = f"{name} {part} ({table_name}.csv)"
-            np.testing.assert_array_equal(rows, table["row"].to_numpy(), err_msg=f"{where}: rows")
-            np.testing.assert_array_equal(manifest.loc[rows, "path"].to_numpy(), table["path"].to_numpy(),
+            rows = decode_rows(data.pixels)
+            anchors = getattr(data, "anchors", None)  # indices of the named images among the pixels
+            named = rows if anchors is None else rows[anchors]
+            labels = data.labels if anchors is None else data.labels[anchors]
+            np.testing.assert_array_equal(named, table["row"].to_numpy(), err_msg=f"{where}: rows")
+            np.testing.assert_array_equal(manifest.loc[named, "path"].to_numpy(), table["path"].to_numpy(),
                                           err_msg=f"{where}: the pixels are not the images the table names")
-            expected_labels = manifest.loc[rows, "class"].map(classes.index).to_numpy()
-            np.testing.assert_array_equal(data.labels, expected_labels, err_msg=f"{where}: labels")
-            np.testing.assert_array_equal(data.labels, table["label"].to_numpy(), err_msg=f"{where}: labels")
+            np.testing.assert_array_equal(labels, table["label"].to_numpy(), err_msg=f"{where}: labels")
+            np.testing.assert_array_equal(data.labels, manifest.loc[rows, "class"].map(classes.index).to_numpy(),
+                                          err_msg=f"{where}: a label is not its image's class")
+            images = getattr(data, "images", None)  # an id per pixel row: equal ids, the same image
+            if images is not None:
+                same = np.asarray(images)[:, None] == np.asarray(images)[None, :]
+                np.testing.assert_array_equal(same, rows[:, None] == rows[None, :], err_msg=f"{where}: images")
+            own = set(table["row"]) | set(pd.read_csv(splits / f"{part}.csv")["row"])
             for field, array in image_arrays(data).items():
-                leaked = sorted(set(decode_rows(array).tolist()) & test_rows)
+                reached = set(decode_rows(array).tolist())
+                leaked = sorted(reached & test_rows)
                 assert not leaked, f"{where}: {field} holds test images (manifest rows {leaked})"
+                assert reached <= own, f"{where}: {field} holds images from outside the split: {sorted(reached - own)}"
 
 
 @pytest.mark.parametrize("pool", POOLS, ids=lambda p: f"pool={p}")
