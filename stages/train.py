@@ -15,13 +15,25 @@ import torch
 from stages.lib import cli
 from stages.lib.device import configure_determinism, pick_device
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.methods import METHODS
+from stages.lib.methods import METHODS, Method
 from stages.lib.models import build_backbone, save_checkpoint
 from stages.lib.splitdata import read_classes, read_table, split_pixels
 from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
 from stages.weights import weights_file
 
 log = logging.getLogger("stages.train")
+
+
+def training_data(method: Method, splits: Path, decoded: Path, size: int) -> dict[str, SplitData]:
+    """What `fit` trains on and picks its epoch with: `train` and `val`, the split's tables (the
+    study's triplet lists instead, where the method has them and the split wrote them) and their pixels."""
+    data = {}
+    for name in ("train", "val"):
+        study = method.study_tables.get(name)  # the study's triplet lists, where the split has them
+        table = read_table(splits, study if study and (splits / f"{study}.csv").is_file() else name)
+        negatives = table["negative_label"].to_numpy() if "negative_label" in table.columns else None
+        data[name] = SplitData(split_pixels(decoded, table, size), table["label"].to_numpy(), negatives)
+    return data
 
 
 @stage_main
@@ -65,13 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
         return
-    size = params.model.image_size
-    data = {}
-    for name in ("train", "val"):
-        study = method.study_tables.get(name)  # the study's triplet lists, where the split has them
-        table = read_table(args.splits, study if study and (args.splits / f"{study}.csv").is_file() else name)
-        negatives = table["negative_label"].to_numpy() if "negative_label" in table.columns else None
-        data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy(), negatives)
+    data = training_data(method, args.splits, args.decoded, params.model.image_size)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
