@@ -1,11 +1,12 @@
 # The two commands: `make demo` and `make test`. Each sets up .venv first if needed.
+# `make mutate` (not part of `make test`): mutation testing, see docs/testing.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench mutate
 
 setup: $(STAMP)
 
@@ -25,3 +26,6 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cpu.py
+
+mutate: $(STAMP)
+	$(BIN)/python scripts/mutate.py $(GROUPS)
