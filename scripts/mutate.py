@@ -4,6 +4,7 @@ modules with only the tests that concern it, then the summary that docs/testing.
     python scripts/mutate.py                  # every group: every mutant tested again
     python scripts/mutate.py metrics splits   # some groups
     python scripts/mutate.py --fresh          # also regenerate the mutants and the test map from scratch
+    python scripts/mutate.py --survivors metrics  # only the mutants that survived last time (after a new test)
     python scripts/mutate.py --summary        # only print the last run's table and survivors
 
 Each group runs in `build/mutate/<group>/`: a copy of the project whose `[tool.mutmut]` section is
@@ -32,12 +33,14 @@ COPIED = ("stages", "tests", "params.yaml", "dvc.yaml")
 GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "metrics": (
         ["stages/lib/metrics.py"], None,
-        ["tests/lib/test_metrics.py", "tests/lib/test_metrics_retrieval.py", "tests/stages/test_evaluate_values.py"],
+        ["tests/lib/test_metrics.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_edges.py",
+         "tests/stages/test_evaluate_values.py"],
     ),
     "stats": (["stages/lib/stats.py"], None, ["tests/lib/test_stats.py"]),
     "splits": (
         ["stages/lib/splits.py"], None,
-        ["tests/lib/test_splits.py", "tests/lib/test_splits_fuzz.py", "tests/stages/test_split_shots.py"],
+        ["tests/lib/test_splits.py", "tests/lib/test_splits_edges.py", "tests/lib/test_splits_fuzz.py",
+         "tests/stages/test_split_shots.py"],
     ),
     "samplers": (
         ["stages/lib/methods/triplet.py", "stages/lib/methods/balanced.py"], None,
@@ -98,17 +101,33 @@ def patterns_of(group: str) -> list[str]:
     return patterns or [m.removesuffix(".py").replace("/", ".") + ".*" for m in modules]
 
 
-def run(group: str, fresh: bool, children: int) -> None:
-    folder = prepare(group, fresh)
+def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None:
     patterns = patterns_of(group)  # named explicitly, mutmut tests them all again, not only new ones
+    kept: dict[Path, dict] = {}
+    if survivors:
+        patterns = [name for name, state in results(group).items() if state not in ("killed", "timeout")]
+        if not patterns:
+            print(f"{group}: no survivors to test again")
+            return
+        # mutmut forgets every verdict when the test selection changed; the killed stay killed when
+        # tests are only added, so their verdicts are put back afterwards.
+        kept = {meta: json.loads(meta.read_text()) for meta in (WORK / group / "mutants").rglob("*.meta")}
+    folder = prepare(group, fresh and not survivors)
     log = WORK / f"{group}.log"
     start = time.monotonic()
     with log.open("w") as out:
         code = subprocess.call([str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(children),
                                 *patterns], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - start
-    (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "date": date.today().isoformat(),
-                                                     "children": children}))
+    for meta, old in kept.items():
+        new = json.loads(meta.read_text())
+        for name, code in old["exit_code_by_key"].items():
+            if name not in patterns and name in new["exit_code_by_key"]:
+                new["exit_code_by_key"][name] = code
+        meta.write_text(json.dumps(new, indent=4))
+    if not survivors:  # the timing of a whole group's run
+        (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "date": date.today().isoformat(),
+                                                         "children": children}))
     print(f"{group}: mutmut exited {code} after {seconds / 60:.1f} min (log: {log.relative_to(ROOT)})", flush=True)
 
 
@@ -161,6 +180,7 @@ def main() -> None:
     parser.add_argument("groups", nargs="*", help=f"groups to run: {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--fresh", action="store_true", help="delete earlier results first")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the last run")
+    parser.add_argument("--survivors", action="store_true", help="test again only the last run's survivors")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
@@ -169,7 +189,7 @@ def main() -> None:
         parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     if not args.summary:
         for group in groups:
-            run(group, args.fresh, args.children)
+            run(group, args.fresh, args.children, args.survivors)
     summary(groups)
 
 
