@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -114,11 +115,11 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
         kept = {meta: json.loads(meta.read_text()) for meta in (WORK / group / "mutants").rglob("*.meta")}
     folder = prepare(group, fresh and not survivors)
     log = WORK / f"{group}.log"
-    start = time.monotonic()
+    start, cpu = time.monotonic(), _children_cpu()
     with log.open("w") as out:
         code = subprocess.call([str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(children),
                                 *patterns], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
-    seconds = time.monotonic() - start
+    seconds, cpu = time.monotonic() - start, _children_cpu() - cpu
     for meta, old in kept.items():
         new = json.loads(meta.read_text())
         for name, code in old["exit_code_by_key"].items():
@@ -126,9 +127,17 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
                 new["exit_code_by_key"][name] = code
         meta.write_text(json.dumps(new, indent=4))
     if not survivors:  # the timing of a whole group's run
-        (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "date": date.today().isoformat(),
-                                                         "children": children}))
-    print(f"{group}: mutmut exited {code} after {seconds / 60:.1f} min (log: {log.relative_to(ROOT)})", flush=True)
+        (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "cpu_seconds": round(cpu),
+                                                         "date": date.today().isoformat(), "children": children}))
+    print(f"{group}: mutmut exited {code} after {seconds / 60:.1f} min, {cpu / 60:.1f} CPU min "
+          f"(log: {log.relative_to(ROOT)})", flush=True)
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every finished child process and their waited-for children:
+    divided by the cores, what a run would take on a machine with nothing else running."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def results(group: str) -> dict[str, str]:
@@ -152,13 +161,16 @@ def diff(group: str, name: str) -> str:
 
 def summary(groups: list[str]) -> None:
     """Markdown for docs/testing.md: per module counts, then every surviving mutant's change."""
-    print("| group | module | mutants | killed | survived | no tests | timeout | other | killed % | minutes |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| group | module | mutants | killed | survived | no tests | timeout | other | killed % | minutes | "
+          "CPU minutes |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     survivors = []
     for group in groups:
         status = results(group)
         timing_file = WORK / group / "timing.json"
-        minutes = f"{json.loads(timing_file.read_text())['seconds'] / 60:.1f}" if timing_file.exists() else "?"
+        timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        minutes = f"{timing['seconds'] / 60:.1f}" if "seconds" in timing else "?"
+        cpu = f"{timing['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in timing else "?"
         modules = sorted({name.split(".x")[0] for name in status})
         for module in modules:
             mine = {k: v for k, v in status.items() if k.split(".x")[0] == module}
@@ -167,8 +179,8 @@ def summary(groups: list[str]) -> None:
             tested = len(mine) - count["no tests"]
             score = f"{100 * (count['killed'] + count['timeout']) / tested:.1f}" if tested else "-"
             print(f"| {group} | {module} | {len(mine)} | {count['killed']} | {count['survived']} | "
-                  f"{count['no tests']} | {count['timeout']} | {other} | {score} | {minutes} |")
-            minutes = ""
+                  f"{count['no tests']} | {count['timeout']} | {other} | {score} | {minutes} | {cpu} |")
+            minutes = cpu = ""
         survivors += [(group, name, v) for name, v in sorted(status.items()) if v not in ("killed", "timeout")]
     print(f"\nSurvivors and untested mutants ({len(survivors)}):\n")
     for group, name, state in survivors:
