@@ -4,7 +4,7 @@ modules with only the tests that concern it, then the summary that docs/testing.
     python scripts/mutate.py                  # every group: every mutant tested again
     python scripts/mutate.py metrics splits   # some groups
     python scripts/mutate.py --fresh          # also regenerate the mutants and the test map from scratch
-    python scripts/mutate.py --survivors metrics  # only the mutants that survived last time (after a new test)
+    python scripts/mutate.py --survivors metrics  # only last time's survivors and timeouts (after a new test)
     python scripts/mutate.py --summary        # only print the last run's table and survivors
 
 Each group runs in `build/mutate/<group>/`: a copy of the project whose `[tool.mutmut]` section is
@@ -106,7 +106,7 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
     patterns = patterns_of(group)  # named explicitly, mutmut tests them all again, not only new ones
     kept: dict[Path, dict] = {}
     if survivors:
-        patterns = [name for name, state in results(group).items() if state not in ("killed", "timeout")]
+        patterns = [name for name, state in results(group).items() if state != "killed"]  # timeouts too
         if not patterns:
             print(f"{group}: no survivors to test again")
             return

@@ -41,3 +41,36 @@ def test_the_k_shot_table_has_the_training_columns_and_a_fresh_index():
     k = few_shot(s.train, 4, seed=1)
     assert list(k.columns) == list(s.train.columns)
     pd.testing.assert_index_equal(k.index, pd.RangeIndex(8))
+
+
+def test_a_class_needs_three_groups_and_three_are_enough():
+    with pytest.raises(PipelineError) as info:
+        build_splits(manifest({"a": 6, "b": 4}, per_group=2), test_fraction=0.2, val_fraction=0.2, seed=0)
+    assert str(info.value) == ("class 'b' has 4 images in 2 source group(s); at least 3 are needed for train, "
+                               "val and test")
+    s = build_splits(manifest({"a": 3, "b": 3}), test_fraction=0.2, val_fraction=0.2, seed=0)
+    assert [len(t) for t in (s.train, s.val, s.test)] == [2, 2, 2]
+
+
+def test_large_fractions_still_leave_a_group_for_val_and_train():
+    s = build_splits(manifest({"a": 3, "b": 4}), test_fraction=0.9, val_fraction=0.05, seed=0)
+    assert s.test.groupby("class").size().to_dict() == {"a": 1, "b": 2}
+    assert s.val.groupby("class").size().to_dict() == {"a": 1, "b": 1}
+    assert s.train.groupby("class").size().to_dict() == {"a": 1, "b": 1}
+
+
+def test_a_fraction_that_rounds_to_nothing_still_gives_one_image():
+    s = build_splits(manifest({"a": 5, "b": 5}), test_fraction=0.05, val_fraction=0.05, seed=0)
+    assert len(s.test) == len(s.val) == 2 and len(s.train) == 6
+
+
+def test_test_per_class_replaces_the_fraction_up_to_n_minus_2():
+    m = manifest({"a": 10, "b": 12})
+    s = build_splits(m, test_fraction=0.5, val_fraction=0.1, seed=0, test_per_class=3)
+    assert s.test.groupby("class").size().to_dict() == {"a": 3, "b": 3}
+    s = build_splits(m, test_fraction=0.5, val_fraction=0.1, seed=0, test_per_class=8)  # 10 - 2: one each left
+    assert s.test.groupby("class").size().to_dict() == {"a": 8, "b": 8}
+    with pytest.raises(PipelineError) as info:
+        build_splits(m, test_fraction=0.5, val_fraction=0.1, seed=0, test_per_class=9)
+    assert str(info.value) == ("class 'a' has 10 images; split.test_per_class=9 leaves too few for val and train: "
+                               "lower it, or set it to null to use split.test_fraction")
