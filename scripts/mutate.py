@@ -46,7 +46,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "samplers": (
         ["stages/lib/methods/triplet.py", "stages/lib/methods/balanced.py"], None,
         ["tests/lib/test_methods.py", "tests/lib/test_methods_extra.py", "tests/lib/test_samplers_edges.py",
-         "tests/lib/test_triplet_batched.py",
+         "tests/lib/test_triplet_batched.py", "tests/lib/test_params_rules.py",  # the rules test the checks
          "-k", "not one_epoch_of_fit and not one_batched_forward and not nothing_random"],
     ),
     "data": (
