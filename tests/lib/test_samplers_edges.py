@@ -50,3 +50,10 @@ def test_the_margin_and_the_layout_reach_the_loss():
         method = Triplet(TripletParams(batch_size=4, margin=margin), n_classes=2, embed_dim=6)
         naive = torch.clamp((a - p + 1e-7).norm(dim=1) - (a - n + 1e-7).norm(dim=1) + margin, min=0).mean()
         torch.testing.assert_close(method.loss(torch.cat([a, p, n]), torch.zeros(12, dtype=torch.long), None), naive)
+
+
+def test_no_image_twice_in_a_batch_when_a_class_does_not_divide_into_k():
+    labels = np.repeat(np.arange(3), [5, 3, 7])  # 5 and 7 images dealt 2 at a time: queues run short
+    for seed in range(20):
+        for batch in class_balanced_batches(labels, np.random.default_rng(seed), batch_size=6, images_per_class=2):
+            assert len(set(batch.tolist())) == len(batch), (seed, batch)
