@@ -25,11 +25,11 @@ def test_a_group_spanning_classes_is_named():
     assert str(info.value) == "group 'b/g0' holds images of several classes; groups must lie within a class"
 
 
-@pytest.mark.parametrize(("dataset", "where"), [("toy", " of toy"), ("", "")])
-def test_too_many_shots_says_the_limit_exactly(dataset, where):
+@pytest.mark.parametrize(("named", "where"), [({"dataset": "toy"}, " of toy"), ({}, "")])
+def test_too_many_shots_says_the_limit_exactly(named, where):
     s = build_splits(manifest({"a": 50, "b": 10}), test_fraction=0.2, val_fraction=0.1, seed=0)
     with pytest.raises(PipelineError) as info:
-        few_shot(s.train, 8, seed=0, dataset=dataset)
+        few_shot(s.train, 8, seed=0, **named)
     assert str(info.value) == (
         f"shots=8 is larger than the training images of class 'b'{where} (7 after holding out test and val); "
         "set shots to at most 7, or 0 for every image"
@@ -41,6 +41,13 @@ def test_the_k_shot_table_has_the_training_columns_and_a_fresh_index():
     k = few_shot(s.train, 4, seed=1)
     assert list(k.columns) == list(s.train.columns)
     pd.testing.assert_index_equal(k.index, pd.RangeIndex(8))
+
+
+def test_the_tables_have_the_manifest_columns_and_a_fresh_index():
+    s = build_splits(manifest({"a": 10, "b": 10}), test_fraction=0.2, val_fraction=0.2, seed=0)
+    for table in (s.train, s.val, s.test):
+        assert list(table.columns) == ["path", "label", "class", "group"]
+        pd.testing.assert_index_equal(table.index, pd.RangeIndex(len(table)))
 
 
 def test_a_class_needs_three_groups_and_three_are_enough():
