@@ -54,7 +54,8 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     ),
     "data": (
         ["stages/split.py", "stages/train.py"], None,
-        ["tests/stages/test_data_path.py", "tests/stages/test_split_shots.py"],
+        ["tests/stages/test_data_path.py", "tests/stages/test_split_shots.py",
+         "tests/stages/test_annotations.py::test_generated_split_sizes_test_like_the_study"],
     ),
     "params": (
         ["stages/lib/params.py"],
