@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Each sets up .venv first if needed.
+# `make mutate` (not part of `make test`): mutation testing, see docs/testing.md.
 ARGS ?=
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench mutate
 
 setup: $(STAMP)
 
@@ -26,3 +27,6 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cpu.py
+
+mutate: $(STAMP)
+	$(BIN)/python scripts/mutate.py $(GROUPS)

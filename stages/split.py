@@ -14,11 +14,41 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages.lib import cli
 from stages.lib.errors import PipelineError, stage_main
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from stages.lib.datasets import DatasetSpec
+    from stages.lib.params import Params
+
 log = logging.getLogger("stages.split")
+
+
+def generated_tables(
+    manifest: pd.DataFrame, params: Params, spec: DatasetSpec, dataset: str
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The generated split (`split.source: generated`): stratified, grouped tables from `seed`, the
+    k-shot subset of train, each row with its manifest `row` (the index of its decoded image)."""
+    from stages.lib.splits import SPLITS, build_splits, few_shot
+
+    per_class = params.split.test_per_class
+    if per_class == "study":
+        per_class = spec.study_test_per_class  # None: the study did not use it, test_fraction applies
+    generated = build_splits(
+        manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
+        seed=params.seed, test_per_class=per_class,
+    )
+    train = few_shot(generated.train, params.shots, params.seed, dataset)
+    columns = ["row", "path", "label", "class", "group"]
+    tables = {}
+    for name, table in zip(SPLITS, (train, generated.val, generated.test), strict=True):
+        table = table.merge(manifest[["path", "row"]], on="path", how="left", validate="one_to_one")
+        tables[name] = table.sort_values("row")[columns]
+    return tables, generated.classes
 
 
 @stage_main
@@ -34,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.atomic import atomic_dir
     from stages.lib.datasets import DATASETS
     from stages.lib.manifest import read_manifest
-    from stages.lib.splits import SPLITS, build_splits, few_shot
 
     params = cli.params_of(args)
     manifest = read_manifest(args.raw).reset_index(drop=True)
@@ -56,20 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("%s", warning)
         tables, classes = study.tables, study.classes
     else:
-        per_class = params.split.test_per_class
-        if per_class == "study":
-            per_class = spec.study_test_per_class  # None: the study did not use it, test_fraction applies
-        generated = build_splits(
-            manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
-            seed=params.seed, test_per_class=per_class,
-        )
-        train = few_shot(generated.train, params.shots, params.seed, args.dataset)
-        columns = ["row", "path", "label", "class", "group"]
-        tables = {}
-        for name, table in zip(SPLITS, (train, generated.val, generated.test), strict=True):
-            table = table.merge(manifest[["path", "row"]], on="path", how="left", validate="one_to_one")
-            tables[name] = table.sort_values("row")[columns]
-        classes = generated.classes
+        tables, classes = generated_tables(manifest, params, spec, args.dataset)
     label = {name: i for i, name in enumerate(classes)}
     pool = manifest.assign(label=manifest["class"].map(label))[["row", "path", "label", "class", "group"]]
     checks = list_checks(tables)

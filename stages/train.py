@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from stages.lib.device import configure_determinism, pick_device
-    from stages.lib.leaks import no_leak, run_leak
+    from stages.lib.leaks import no_leak
     from stages.lib.methods import METHODS
     from stages.lib.models import build_backbone, save_checkpoint
-    from stages.lib.splitdata import read_classes, read_table
+    from stages.lib.splitdata import read_classes
     from stages.lib.trainer import clear_resume, fit, folder_digest, write_curve
     from stages.weights import weights_file
 
@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0, "leak": no_leak()})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
         return
-    tables, pool, listed_train = training_tables(args.splits, method)
-    meta["leak"] = run_leak(
-        tables["train"], tables["val"], read_table(args.splits, "test"), pool=pool, listed_train=listed_train
-    )
-    data = decoded_splits(args.decoded, tables, pool, params.model.image_size)
+    data, meta["leak"] = training_data(method, args.splits, args.decoded, params.model.image_size)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
@@ -103,6 +99,19 @@ def main(argv: list[str] | None = None) -> None:
     save_checkpoint(args.out, backbone, head, meta)
     clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
     log.info("best epoch %d (val loss %.4f) -> %s", result.best_epoch, result.best_val_loss, args.out)
+
+
+def training_data(
+    method: Method, splits: Path, decoded: Path, size: int
+) -> tuple[dict[str, SplitData], dict[str, int]]:
+    """What `fit` trains on and picks its epoch with (`train` and `val`: `training_tables` decoded by
+    `decoded_splits`), and the run's leak counts against the split's test table."""
+    from stages.lib.leaks import run_leak
+    from stages.lib.splitdata import read_table
+
+    tables, pool, listed_train = training_tables(splits, method)
+    leak = run_leak(tables["train"], tables["val"], read_table(splits, "test"), pool=pool, listed_train=listed_train)
+    return decoded_splits(decoded, tables, pool, size), leak
 
 
 def training_tables(

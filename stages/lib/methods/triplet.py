@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from stages.lib.methods.base import Method, register_method
-from stages.lib.params import _one_of, _require
+from stages.lib.params import _require
 
 POOLS = ("split", "study")
 
@@ -27,12 +27,11 @@ class TripletParams:
 
     batch_size: int
     margin: float
-    pool: Literal["split", "study"] = "split"
+    pool: Literal["split", "study"] = "split"  # POOLS; the type refuses anything else
 
     def check(self, where: str) -> None:
         _require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
         _require(self.margin > 0, f"{where}.margin", "a number > 0", self.margin)
-        _one_of(self.pool, f"{where}.pool", POOLS)
 
 
 def sample_triplets(
