@@ -20,6 +20,16 @@ import yaml
 
 from stages.lib.errors import PipelineError
 
+# The checks live in stages.lib.validate (which dataset and method sections use too); here they
+# keep their module-private names.
+from stages.lib.validate import MissingKey as _Missing
+from stages.lib.validate import ParamError as _KeyError
+from stages.lib.validate import UnknownKey as _UnknownKey
+from stages.lib.validate import key_name as _key_name
+from stages.lib.validate import one_of as _one_of
+from stages.lib.validate import printable as _printable
+from stages.lib.validate import require as _require
+
 T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -383,47 +393,6 @@ def _section_name(section: Any) -> str:
 
 
 # --- conversion ----------------------------------------------------------------------------
-
-
-class _KeyError(Exception):
-    def __init__(self, key: str, expected: str, got: Any) -> None:
-        super().__init__(f"{key} must be {expected}, got {_show(got)}")
-
-
-class _UnknownKey(_KeyError):
-    def __init__(self, key: str, accepted: list[str]) -> None:
-        Exception.__init__(self, f"unknown key {key}; accepted: {', '.join(accepted) or 'none (no keys)'}")
-
-
-class _Missing(_KeyError):
-    def __init__(self, key: str) -> None:
-        Exception.__init__(self, f"missing key {key}; add it (see README, Params)")
-
-
-def _key_name(key: Any) -> str:
-    """A key as a message shows it: plain if it reads plainly, else quoted (empty, spaces, control characters)."""
-    text = str(key)
-    return text if text and text.isprintable() and " " not in text else repr(text)
-
-
-def _printable(message: str) -> str:
-    """`message` on one line: control characters (newlines included) escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) < 60 else text[:57] + "..."
-
-
-def _require(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise _KeyError(key, expected, got)
-
-
-def _one_of(value: Any, key: str, accepted: tuple[str, ...] | list[str]) -> None:
-    if value not in accepted:
-        raise _KeyError(key, f"one of: {', '.join(accepted)}", value)
 
 
 def _type_words(typ: Any) -> str:
