@@ -3,13 +3,15 @@
 Every knob of the pipeline is here; nothing below reads `params["a"]["b"]`. Loading refuses
 unknown keys, missing keys and wrong types with one line that names the key and what is accepted.
 Dataset and method sections are typed by their registry entries (`sources.<dataset>`,
-`<method>` at top level), so adding one is registering it, nothing else.
+`<method>` at top level), so adding one is registering it, nothing else. A `sources.<name>` that
+is not registered but has the shape of a folder or a CSV source defines a dataset of your own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -289,6 +291,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
     """Build and validate Params from an already-parsed mapping."""
     from stages.lib.datasets import DATASETS
+    from stages.lib.datasets.own import SHAPES as OWN_SHAPES
+    from stages.lib.datasets.own import own_source_type
     from stages.lib.methods import METHODS
 
     try:
@@ -308,8 +312,11 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
         if not isinstance(sources_raw, dict):
             raise _KeyError("sources", "a mapping with one section per dataset", sources_raw)
         for key in sources_raw:
-            if key not in DATASETS and key not in FIXED_SOURCES:
-                raise _UnknownKey(f"sources.{_key_name(key)}", sorted([*DATASETS.names(), *FIXED_SOURCES]))
+            if key not in DATASETS and key not in FIXED_SOURCES and own_source_type(sources_raw[key]) is None:
+                raise _UnknownKey(
+                    f"sources.{_key_name(key)}",
+                    [*sorted([*DATASETS.names(), *FIXED_SOURCES]), f"or a dataset of your own, <name>: {OWN_SHAPES}"],
+                )
         sources = {}
         for name, typ in FIXED_SOURCES.items():
             if name not in sources_raw:
@@ -321,6 +328,9 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
                 sources[name] = _convert(sources_raw[name], spec.params_type, f"sources.{name}")
             elif name in values["datasets"]:
                 raise _Missing(f"sources.{name}")
+        for name, value in sources_raw.items():  # datasets of your own: recognised by their shape
+            if name not in DATASETS and name not in FIXED_SOURCES:
+                sources[name] = _own_source(name, value)
         method_sections = {}
         for name in METHODS.names():
             spec = METHODS.get(name)
@@ -342,11 +352,19 @@ def _check(p: Params, datasets, methods) -> None:
         _require(0 <= value <= MAX_SEED, f"seeds[{index}]", SEED_RANGE, value)
     _require(len(set(p.seeds)) == len(p.seeds), "seeds", "a list without repeats", p.seeds)
     _require(p.shots >= 0, "shots", "an integer >= 0 (0 = every training image)", p.shots)
-    for key, names, registry in (("datasets", p.datasets, datasets), ("methods", p.methods, methods)):
-        _require(len(names) > 0, key, f"a non-empty list of: {', '.join(registry.names())}", names)
+    from stages.lib.datasets.own import SHAPES as OWN_SHAPES
+    from stages.lib.datasets.own import is_own
+
+    own = [name for name, source in p.sources.items() if is_own(source)]
+    for key, names, accepted, more in (
+        ("datasets", p.datasets, sorted([*datasets.names(), *own]),
+         f", or a dataset of your own defined as sources.<name>: {OWN_SHAPES}"),
+        ("methods", p.methods, methods.names(), ""),
+    ):
+        _require(len(names) > 0, key, f"a non-empty list of: {', '.join(accepted)}", names)
         for name in names:
-            if name not in registry:
-                raise _KeyError(key, f"names from: {', '.join(registry.names())}", name)
+            if name not in accepted:
+                raise _KeyError(key, f"names from: {', '.join(accepted)}{more}", name)
         _require(len(set(names)) == len(names), key, "a list without repeats", names)
     for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap):
         section.check(_section_name(section))
@@ -361,11 +379,12 @@ def _check(p: Params, datasets, methods) -> None:
 
         published = [n for n in datasets.names() if datasets.get(n).annotation_prefix]
         for name in p.datasets:
-            if not datasets.get(name).annotation_prefix:
+            if name in own or not datasets.get(name).annotation_prefix:
+                mine = "; a split column in your CSV is used as given" if name in own else ""
                 raise _KeyError(
                     "split.source",
                     f"generated when datasets include {name} (the study published split lists only for "
-                    f"{', '.join(published)})",
+                    f"{', '.join(published)}{mine})",
                     p.split.source,
                 )
         _require(
@@ -376,6 +395,8 @@ def _check(p: Params, datasets, methods) -> None:
         )
     if p.shots:
         for name in p.datasets:
+            if name in own:
+                continue  # known once downloaded: the split stage checks it
             smallest = datasets.get(name).smallest_class(p.sources[name])
             if smallest is not None and p.shots > smallest:
                 raise _KeyError(
@@ -383,6 +404,21 @@ def _check(p: Params, datasets, methods) -> None:
                     f"at most {smallest}, the size of the smallest class of {name} (0 = every image)",
                     p.shots,
                 )
+
+
+def _own_source(name: Any, value: dict) -> Any:
+    """`sources.<name>` of a dataset of your own: a folder of class folders, or a CSV and its root."""
+    from stages.lib.datasets.own import SHAPES, FolderSource, own_source_type
+
+    key = f"sources.{_key_name(name)}"
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name)):
+        raise _KeyError(
+            key, "named with a letter, then letters, digits, _ or - (the name becomes folder and stage names)", name
+        )
+    typ = own_source_type(value)
+    if typ is FolderSource and ("csv" in value or "root" in value):
+        raise _KeyError(key, f"one of {SHAPES}, not both", value)
+    return _convert(value, typ, key)
 
 
 def _section_name(section: Any) -> str:

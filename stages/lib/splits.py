@@ -112,3 +112,18 @@ def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> p
         keep.extend(index[rng.permutation(len(index))[:shots]])
     return train.loc[sorted(keep)].reset_index(drop=True)
 
+
+
+def given_splits(manifest: pd.DataFrame) -> SplitTables:
+    """The split a dataset brings with it (the manifest's `split` column: a CSV source's own), as given.
+
+    Labels are the index of the class in the sorted class names, as for generated splits.
+    """
+    unknown = set(manifest["split"]) - set(SPLITS)
+    if unknown:
+        raise PipelineError(f"manifest names split {sorted(unknown)[0]!r}, not train, val or test; re-run download")
+    classes = sorted(manifest["class"].unique())
+    label = {name: i for i, name in enumerate(classes)}
+    table = manifest.assign(label=manifest["class"].map(label))
+    out = {s: table[table["split"] == s][COLUMNS].reset_index(drop=True) for s in SPLITS}
+    return SplitTables(out["train"], out["val"], out["test"], classes)
