@@ -365,10 +365,12 @@ def _table_case(tmp_path: Path, case: str) -> tuple[dict, str]:
     raise AssertionError(case)
 
 
-TABLE_CASES = ["missing csv", "missing root", "missing column", "one label", "missing file", "escapes root",
-               "absolute outside root", "duplicate path", "empty label", "empty path", "label with a slash",
-               "unreadable image", "class too small", "group too few groups", "group across labels", "split value", "split missing a class",
-               "split cuts a group"]
+TABLE_CASES = [
+    "missing csv", "missing root", "missing column", "one label", "missing file", "escapes root",
+    "absolute outside root", "duplicate path", "empty label", "empty path", "label with a slash",
+    "unreadable image", "class too small", "group too few groups", "group across labels", "split value",
+    "split missing a class", "split cuts a group",
+]
 
 
 @pytest.mark.parametrize("case", TABLE_CASES)
