@@ -1,10 +1,13 @@
 """embed@D-M-S: embeddings of every test image from the selected checkpoint (no augmentation).
 
-Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32), `labels`, `paths`, `classes`.
+Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32, always computed in fp32),
+`labels`, `paths`, `rows` (of the decoded array), `classes`, and `run` (JSON: the training run's
+`leak` counts and `triplet_pool`, from its meta.json, for the evaluate stage to record).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     pixels = split_pixels(args.decoded, table, size)
     device = pick_device(params.train.device)
     configure_determinism(params.train.deterministic, device)
-    embeddings = embed_pixels(backbone, pixels, device, params.embed.batch_size, params.train.precision)
+    # Always fp32: the test images are embedded in full precision whatever training used.
+    embeddings = embed_pixels(backbone, pixels, device, params.embed.batch_size, "fp32")
     if not np.isfinite(embeddings).all():
         raise PipelineError(f"the model in {args.model} gives non-finite embeddings; its training diverged")
     save_npz(
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         labels=table["label"].to_numpy(dtype=np.int64),
         paths=table["path"].to_numpy(dtype=str),
         classes=np.array(meta["classes"], dtype=str),
+        rows=table["row"].to_numpy(dtype=np.int64),
+        run=np.array(json.dumps({k: meta[k] for k in ("leak", "triplet_pool") if k in meta}, sort_keys=True)),
     )
     log.info("%d test embeddings of dimension %d -> %s", *embeddings.shape, args.out)
 

@@ -1,7 +1,9 @@
 """split@D: train/val/test tables, from the study's own lists or generated from `seed`.
 
-Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group) and `classes.json`.
-`row` indexes the decoded image array, which follows the manifest's order. With
+Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group), `classes.json`,
+`pool.csv` (every downloaded image: what `triplet.pool: study` draws from) and `checks.json`
+(leak counts of the tables: `stages.lib.leaks`). `row` indexes the decoded image array, which
+follows the manifest's order. With
 `split.source: annotations` the tables are the study's lists (its `low_data_` lists when
 `shots: 15`), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its triplet
 lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`
@@ -19,6 +21,7 @@ from stages.lib.annotations import study_splits
 from stages.lib.atomic import atomic_dir
 from stages.lib.datasets import dataset_spec
 from stages.lib.errors import PipelineError, stage_main
+from stages.lib.leaks import run_leak
 from stages.lib.manifest import read_manifest
 from stages.lib.splits import SPLITS, build_splits, few_shot, given_splits
 
@@ -75,15 +78,36 @@ def main(argv: list[str] | None = None) -> None:
             table = table.merge(manifest[["path", "row"]], on="path", how="left", validate="one_to_one")
             tables[name] = table.sort_values("row")[columns]
         classes = generated.classes
+    label = {name: i for i, name in enumerate(classes)}
+    pool = manifest.assign(label=manifest["class"].map(label))[["row", "path", "label", "class", "group"]]
+    checks = list_checks(tables)
     with atomic_dir(args.out) as tmp:
         for name, table in tables.items():
             table.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+        pool.to_csv(tmp / "pool.csv", index=False, lineterminator="\n")
         (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
+        (tmp / "checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True) + "\n")
     log.info(
         "%s: %d train / %d val / %d test images, %d classes (split.source=%s, shots=%d)",
         args.dataset, len(tables["train"]), len(tables["val"]), len(tables["test"]), len(classes),
         params.split.source, params.shots,
     )
+
+    for view, counts in checks.items():
+        log.info("%s: %s", view, ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def list_checks(tables: dict) -> dict[str, dict[str, int]]:
+    """Leak counts of the classification tables and, where the split has them, of the study's
+    triplet lists (against its train list), with how many anchors those lists repeat."""
+    checks = {"classification": run_leak(tables["train"], tables["val"], tables["test"])}
+    if "triplet_train" in tables:
+        checks["triplet"] = {
+            **run_leak(tables["triplet_train"], tables["triplet_val"], tables["test"], listed_train=tables["train"]),
+            "repeated_anchors_train": int(tables["triplet_train"]["row"].duplicated().sum()),
+            "repeated_anchors_val": int(tables["triplet_val"]["row"].duplicated().sum()),
+        }
+    return checks
 
 
 if __name__ == "__main__":

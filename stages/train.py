@@ -10,12 +10,15 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from stages.lib import cli
 from stages.lib.device import configure_determinism, pick_device
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.methods import METHODS
+from stages.lib.leaks import no_leak, run_leak
+from stages.lib.methods import METHODS, Method
 from stages.lib.models import build_backbone, save_checkpoint
 from stages.lib.splitdata import read_classes, read_table, split_pixels
 from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
@@ -60,18 +63,18 @@ def main(argv: list[str] | None = None) -> None:
         "classes": classes,
         "seed": args.seed,
     }
+    if method.pool is not None:
+        meta["triplet_pool"] = method.pool
     if not method.trains:
         write_curve(args.curve, [])
-        save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0})
+        save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0, "leak": no_leak()})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
         return
-    size = params.model.image_size
-    data = {}
-    for name in ("train", "val"):
-        study = method.study_tables.get(name)  # the study's triplet lists, where the split has them
-        table = read_table(args.splits, study if study and (args.splits / f"{study}.csv").is_file() else name)
-        negatives = table["negative_label"].to_numpy() if "negative_label" in table.columns else None
-        data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy(), negatives)
+    tables, pool, listed_train = training_tables(args.splits, method)
+    meta["leak"] = run_leak(
+        tables["train"], tables["val"], read_table(args.splits, "test"), pool=pool, listed_train=listed_train
+    )
+    data = decoded_splits(args.decoded, tables, pool, params.model.image_size)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
@@ -91,6 +94,53 @@ def main(argv: list[str] | None = None) -> None:
     save_checkpoint(args.out, backbone, head, meta)
     clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
     log.info("best epoch %d (val loss %.4f) -> %s", result.best_epoch, result.best_val_loss, args.out)
+
+
+def training_tables(
+    splits: Path, method: Method
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None, pd.DataFrame | None]:
+    """The `train` and `val` tables the method uses (the study's triplet lists where the split has
+    them), the sampling pool (every downloaded image) when the method draws from it, and, when the
+    study's triplet list stands in for `train`, the split's own train list to check it against."""
+    tables, listed_train = {}, None
+    for name in ("train", "val"):
+        study = method.study_tables.get(name)
+        if study and (splits / f"{study}.csv").is_file():
+            tables[name] = read_table(splits, study)
+            if name == "train":
+                listed_train = read_table(splits, "train")
+        else:
+            tables[name] = read_table(splits, name)
+    pool = read_table(splits, "pool") if method.pool == "study" else None
+    return tables, pool, listed_train
+
+
+def decoded_splits(
+    decoded: Path, tables: dict[str, pd.DataFrame], pool: pd.DataFrame | None, size: int
+) -> dict[str, SplitData]:
+    """The decoded training and validation data. Without a pool, each table's own pixels (rows in
+    table order, `images` their manifest rows); with one, the pool's pixels once, shared, and each
+    table's images as `anchors` into it."""
+    if pool is None:
+        return {
+            name: SplitData(split_pixels(decoded, table, size), table["label"].to_numpy(), _negatives(table),
+                            images=table["row"].to_numpy())
+            for name, table in tables.items()
+        }
+    if not np.array_equal(pool["row"].to_numpy(), np.arange(len(pool))):
+        raise PipelineError("pool.csv does not list the download in manifest order; re-run the split stage")
+    pixels, labels = split_pixels(decoded, pool, size), pool["label"].to_numpy()
+    data = {}
+    for name, table in tables.items():
+        anchors = table["row"].to_numpy()
+        if not np.array_equal(labels[anchors], table["label"].to_numpy()):
+            raise PipelineError(f"{name} and pool.csv disagree on labels; re-run the split stage")
+        data[name] = SplitData(pixels, labels, _negatives(table), anchors=anchors)
+    return data
+
+
+def _negatives(table: pd.DataFrame) -> np.ndarray | None:
+    return table["negative_label"].to_numpy() if "negative_label" in table.columns else None
 
 
 if __name__ == "__main__":

@@ -25,10 +25,12 @@ def test_repro_then_experiment_then_metrics_diff(repo):
     for method in ("classification", "triplet"):
         metrics = json.loads((repo / f"metrics/synthetic/{method}/seed0.json").read_text())
         assert 0 <= metrics["kmeans_acc"] <= 1 and metrics["n_test"] == 9 and metrics["n_classes"] == 3
+        predictions = (repo / f"data/predictions/synthetic/{method}/seed0.csv").read_text().splitlines()
+        assert len(predictions) == 1 + 9
         assert (repo / f"plots/umap/synthetic_{method}_seed0.png").is_file()
     summary = json.loads((repo / "report/summary.json").read_text())
     assert set(summary["synthetic"]) == {"classification", "triplet", "comparisons"}
-    assert summary["synthetic"]["comparisons"]["triplet_vs_classification"]["n"] == 1
+    assert set(summary["synthetic"]["comparisons"]["triplet_vs_classification"]["per_seed"]) == {"0"}
     for picture in ("summary.png", "umap_grid.png", "curves_synthetic.png"):
         assert (repo / "plots/report" / picture).is_file()
 
@@ -65,3 +67,16 @@ def test_changing_a_method_param_reruns_only_that_method(repo):
     assert "Running stage 'train@synthetic-triplet-0'" in out
     assert "Running stage 'train@synthetic-classification-0'" not in out
     assert "Running stage 'split@synthetic'" not in out
+
+
+def test_the_studys_triplet_sampling_is_one_param_away_and_its_leak_shows_in_the_diff(repo):
+    out = run(["dvc", "exp", "run", "-S", "triplet.pool=study"], repo).stdout
+    assert "Running stage 'train@synthetic-triplet-0'" in out
+    assert "Running stage 'train@synthetic-classification-0'" not in out
+    metrics = json.loads((repo / "metrics/synthetic/triplet/seed0.json").read_text())
+    assert metrics["triplet_pool"] == "study" and metrics["leak"]["test_in_pool"] == metrics["n_test"] == 9
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    changed = diff["metrics/synthetic/triplet/seed0.json"]
+    assert changed["leak.test_in_pool"] == {"old": 0, "new": 9, "diff": 9}
+    summary = (repo / "report/summary.md").read_text()
+    assert "triplet is not clean" in summary and "9 test images were in the pool" in summary

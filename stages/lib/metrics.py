@@ -4,9 +4,11 @@ K-means accuracy is the study's measure: cluster the test embeddings into as man
 classes, match clusters to classes one-to-one (Hungarian), count the images whose matched
 cluster is their own class.
 
-Beside it: the spread of K-means accuracy over K-means seeds, and leave-one-out retrieval on
-the test set (precision@1, MAP@R as in Musgrave et al. 2020, "A Metric Learning Reality Check",
-and k-NN accuracy), from pytorch-metric-learning's `AccuracyCalculator` with an exact k-NN
+Beside it: its 95% bootstrap interval over test images, the spread of K-means accuracy over
+single-initialisation K-means runs, every metric again on L2-normalised embeddings (the view that
+suits methods trained on angles: SupCon, NormSoftmax), and leave-one-out retrieval on the test
+set (precision@1, MAP@R as in Musgrave et al. 2020, "A Metric Learning Reality Check", and k-NN
+accuracy), from pytorch-metric-learning's `AccuracyCalculator` with an exact k-NN
 (`CustomKNN`, no faiss).
 """
 
@@ -31,16 +33,27 @@ def kmeans_clusters(embeddings: np.ndarray, n_clusters: int, *, n_init: int, see
     return kmeans.fit_predict(np.asarray(embeddings, dtype=np.float64))
 
 
-def matched_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
-    """Fraction of items whose cluster, matched one-to-one to a class by the Hungarian algorithm,
-    is their own class (`linear_sum_assignment` on the negated contingency table)."""
+def matched_predictions(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Each item's predicted class: the class its cluster is matched to, one-to-one, by the
+    Hungarian algorithm (`linear_sum_assignment` on the negated contingency table); -1 for an item
+    whose cluster is matched to no class (more clusters than classes)."""
     labels = np.asarray(labels)
     clusters = np.asarray(clusters)
     if labels.shape != clusters.shape or labels.ndim != 1 or len(labels) == 0:
         raise ValueError(f"labels and clusters must be equal-length 1-D arrays, got {labels.shape}, {clusters.shape}")
-    table = contingency_matrix(labels, clusters)  # rows: classes, columns: clusters
+    class_ids, label_index = np.unique(labels, return_inverse=True)
+    cluster_ids, cluster_index = np.unique(clusters, return_inverse=True)
+    table = contingency_matrix(label_index, cluster_index)  # rows: classes, columns: clusters
     rows, cols = linear_sum_assignment(-table)
-    return float(table[rows, cols].sum() / len(labels))
+    class_of_cluster = np.full(len(cluster_ids), -1, dtype=np.int64)
+    class_of_cluster[cols] = class_ids[rows]
+    return class_of_cluster[cluster_index]
+
+
+def matched_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Fraction of items whose cluster, matched one-to-one to a class by the Hungarian algorithm,
+    is their own class (`matched_predictions`)."""
+    return float(np.mean(matched_predictions(labels, clusters) == np.asarray(labels)))
 
 
 def clustering_scores(
@@ -133,7 +146,14 @@ def retrieval_scores(
     }
 
 
-def embedding_scores(
+def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), in float64."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def evaluate_embeddings(
     embeddings: np.ndarray,
     labels: np.ndarray,
     *,
@@ -142,18 +162,48 @@ def embedding_scores(
     kmeans_repeats: int = 1,
     knn_k: int = 5,
     distance: str = "euclidean",
-) -> dict[str, float]:
-    """Every metric of the evaluate stage.
+    bootstrap_resamples: int = 10_000,
+    bootstrap_seed: int = 0,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Every metric of the evaluate stage, and the per-image results behind K-means accuracy.
 
-    `kmeans_acc`, `nmi`, `ari`: the study's K-means run (random_state `seed`, best of `n_init`
-    initialisations). `kmeans_acc_std`: how much K-means accuracy depends on where K-means
-    starts, the population standard deviation (ddof 0) of the accuracies of `kmeans_repeats`
-    single-initialisation runs with random_state seed, seed + 1, ..., seed + kmeans_repeats - 1
-    (single: each costs a tenth of the study's run, which is most of this function's time).
-    Then `retrieval_scores`.
+    Scores: `kmeans_acc`, `nmi`, `ari` of the study's K-means run (random_state `seed`, best of
+    `n_init` initialisations); `kmeans_acc_ci95`, the 95% bootstrap interval of that accuracy over
+    test images (`bootstrap_resamples` resamples of its per-image right/wrong vector, seeded with
+    `bootstrap_seed`); `kmeans_init_std`, how much the accuracy depends on where K-means starts:
+    the population standard deviation (ddof 0) of `kmeans_repeats` single-initialisation runs with
+    random_state seed .. seed + kmeans_repeats - 1 (single: a tenth of the study's run each); then
+    `retrieval_scores`; and `l2`: the clustering and retrieval scores again on L2-normalised
+    embeddings. Per image (`cluster`, `predicted`, `correct`, and the same with `_l2`): the K-means
+    cluster, the class it is matched to (-1: none), and whether that is the image's class.
     """
-    scores = clustering_scores(embeddings, labels, n_init=n_init, seed=seed)
-    spread = kmeans_accuracies(embeddings, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats))
-    scores["kmeans_acc_std"] = float(np.std(spread))
-    scores.update(retrieval_scores(embeddings, labels, knn_k=knn_k, distance=distance))
-    return scores
+    from stages.lib.stats import accuracy_ci
+
+    labels = np.asarray(labels)
+    n_classes = len(np.unique(labels))
+    scores: dict = {}
+    per_image: dict[str, np.ndarray] = {}
+    for view, x in (("", embeddings), ("_l2", l2_normalise(embeddings))):
+        clusters = kmeans_clusters(x, n_classes, n_init=n_init, seed=seed)
+        predicted = matched_predictions(labels, clusters)
+        correct = predicted == labels
+        view_scores = {
+            "kmeans_acc": float(correct.mean()),
+            "kmeans_acc_ci95": accuracy_ci(correct, resamples=bootstrap_resamples, seed=bootstrap_seed),
+            "nmi": float(normalized_mutual_info_score(labels, clusters)),
+            "ari": float(adjusted_rand_score(labels, clusters)),
+            **retrieval_scores(x, labels, knn_k=knn_k, distance=distance),
+        }
+        per_image.update({f"cluster{view}": clusters, f"predicted{view}": predicted, f"correct{view}": correct})
+        if view:
+            scores["l2"] = view_scores
+        else:
+            scores.update(view_scores)
+            spread = kmeans_accuracies(x, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats))
+            scores["kmeans_init_std"] = float(np.std(spread))
+    return scores, per_image
+
+
+def embedding_scores(embeddings: np.ndarray, labels: np.ndarray, **settings) -> dict:
+    """The scores of `evaluate_embeddings` (same settings), without the per-image results."""
+    return evaluate_embeddings(embeddings, labels, **settings)[0]

@@ -143,14 +143,17 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """K-means settings (the study: 10 initialisations, random_state 0); how many K-means seeds
-    the accuracy's spread is taken over; k of the k-NN accuracy; the retrieval metrics' distance."""
+    """K-means settings (the study: 10 initialisations, random_state 0); how many single-
+    initialisation runs `kmeans_init_std` is taken over; k of the k-NN accuracy; the retrieval
+    metrics' distance; resamples and seed of the bootstrap intervals (here and in the report)."""
 
     kmeans_n_init: int
     kmeans_seed: int
     kmeans_repeats: int
     knn_k: int
     distance: str
+    bootstrap_resamples: int
+    bootstrap_seed: int
 
     def check(self, where: str) -> None:
         _require(self.kmeans_n_init >= 1, f"{where}.kmeans_n_init", "an integer >= 1", self.kmeans_n_init)
@@ -161,6 +164,9 @@ class EvaluateParams:
         )
         _require(self.knn_k >= 1, f"{where}.knn_k", "an integer >= 1", self.knn_k)
         _one_of(self.distance, f"{where}.distance", EVALUATE_DISTANCES)
+        _require(self.bootstrap_resamples >= 1000, f"{where}.bootstrap_resamples",
+                 "an integer >= 1000 (fewer make the 2.5% tails of a 95% interval unstable)", self.bootstrap_resamples)
+        _require(0 <= self.bootstrap_seed <= MAX_SEED, f"{where}.bootstrap_seed", SEED_RANGE, self.bootstrap_seed)
 
 
 @dataclass(frozen=True)

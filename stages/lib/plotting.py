@@ -23,6 +23,14 @@ def class_colours(n: int) -> np.ndarray:
     return plt.get_cmap("hsv")(np.linspace(0, 1, n, endpoint=False))
 
 
+def method_label(method: str, pretrained: bool) -> str:
+    """How pictures and tables name a method: the `pretrained` control is "untrained" when the
+    backbone starts from random weights (`model.pretrained: false`)."""
+    if method == "pretrained" and not pretrained:
+        return "untrained (random init)"
+    return method
+
+
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 120) -> None:
     """Save `fig` as PNG atomically, without metadata, then close it."""
     with atomic_path(path) as tmp:

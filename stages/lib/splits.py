@@ -94,7 +94,12 @@ def build_splits(
 
 
 def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> pd.DataFrame:
-    """Keep `shots` training images per class (0 = all), chosen with `seed`; rows keep their order."""
+    """Keep `shots` training images per class (0 = all), chosen with `seed`; rows keep their order.
+
+    The images of a class come from `shots` different source groups where the class has that many
+    (DeFungi: patches of `shots` different raw images, not several patches of one): groups are
+    shuffled and dealt one image each, round after round, until `shots` images are taken.
+    """
     if shots == 0:
         return train
     counts = train.groupby("class").size()
@@ -106,12 +111,23 @@ def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> p
             f"set shots to at most {counts.min()}, or 0 for every image"
         )
     rng = np.random.default_rng([seed, shots])
+    groups = train["group"] if "group" in train.columns else pd.Series(train.index.astype(str), index=train.index)
     keep = []
     for name in sorted(counts.index):
         index = train.index[train["class"] == name].to_numpy()
-        keep.extend(index[rng.permutation(len(index))[:shots]])
+        index = index[rng.permutation(len(index))]  # a random image of each group first
+        by_group: dict[str, list] = {}
+        for i in index:
+            by_group.setdefault(groups[i], []).append(i)
+        decks = [by_group[g] for g in sorted(by_group)]
+        decks = [decks[j] for j in rng.permutation(len(decks))]
+        taken: list = []
+        depth = 0
+        while len(taken) < shots:
+            taken.extend(deck[depth] for deck in decks if depth < len(deck))
+            depth += 1
+        keep.extend(taken[:shots])
     return train.loc[sorted(keep)].reset_index(drop=True)
-
 
 
 def given_splits(manifest: pd.DataFrame) -> SplitTables:

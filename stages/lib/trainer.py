@@ -26,9 +26,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stages.lib.atomic import atomic_path, write_text
-from stages.lib.device import autocast_dtype, host_to_device, normalise, prepare_model, to_device
+from stages.lib.device import MEAN, STD, Stats, autocast_dtype, host_to_device, normalise, prepare_model, to_device
 from stages.lib.errors import PipelineError
 from stages.lib.methods.base import Method
+from stages.lib.models import input_stats
 from stages.lib.params import TrainParams
 from stages.lib.schedule import build_optimizer, build_scheduler
 
@@ -44,12 +45,18 @@ RESUME_FORMAT = 1  # bump when the resume checkpoint's layout changes; older one
 class SplitData:
     """A decoded split: pixels (N x H x W x 3 uint8) and integer labels, row for row.
 
-    `negative_labels`: each row's negative class, for the study's triplet lists (else None).
+    `anchors`: for the triplet method, the indices of the listed images (repeats allowed) when the
+    rows are a larger sampling pool (`triplet.pool: study`); None: every row is listed once.
+    `negative_labels`: each anchor's negative class, for the study's triplet lists (else None).
+    `images`: each row's image id (its manifest row), so a sampler can tell two listings of one
+    image apart from two images (None: every row is its own image).
     """
 
     pixels: np.ndarray
     labels: np.ndarray
     negative_labels: np.ndarray | None = None
+    anchors: np.ndarray | None = None
+    images: np.ndarray | None = None
 
 
 @dataclass
@@ -95,6 +102,7 @@ def _run_batches(
     epoch: int,
     amp_dtype: torch.dtype | None = None,
     forward: nn.Module | None = None,
+    stats: Stats = (MEAN, STD),
 ) -> float:
     """One pass over `batches`; trains when `optimizer` is given. Returns the mean loss per sample.
 
@@ -110,7 +118,7 @@ def _run_batches(
         if flip_rng is not None and hflip > 0:
             flip = host_to_device(flip_rng.random(len(index)) < hflip, device)
         labels = host_to_device(data.labels[index], device)
-        x = normalise(images, flip, out=x)
+        x = normalise(images, flip, out=x, stats=stats)
         with torch.set_grad_enabled(optimizer is not None), torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
         ):
@@ -254,6 +262,7 @@ class _Loop:
     device: torch.device
     amp_dtype: torch.dtype | None
     forward: nn.Module
+    stats: Stats
     curve_path: Path | None
     resume_dir: Path | None
     fingerprint: str | None
@@ -350,7 +359,7 @@ def fit(
         val_batches=method.split_batches(val, np.random.default_rng([seed, VAL_STREAM])),
         params=params, optimizer=optimizer, scheduler=build_scheduler(optimizer, params), seed=seed,
         device=device, amp_dtype=autocast_dtype(params.precision, device),
-        forward=torch.compile(model.backbone) if params.compile else model.backbone,
+        forward=torch.compile(model.backbone) if params.compile else model.backbone, stats=input_stats(backbone),
         curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint,
     )
     start = 1
@@ -381,13 +390,13 @@ def _epochs(loop: _Loop, start: int) -> None:
             train_loss = _run_batches(
                 model, method, loop.train, method.split_batches(loop.train, rng), loop.device,
                 optimizer=loop.optimizer, flip_rng=rng, hflip=params.hflip, epoch=epoch,
-                amp_dtype=loop.amp_dtype, forward=loop.forward,
+                amp_dtype=loop.amp_dtype, forward=loop.forward, stats=loop.stats,
             )
             loop.scheduler.step()
             model.eval()
             val_loss = _run_batches(
                 model, method, loop.val, loop.val_batches, loop.device, optimizer=None, flip_rng=None, hflip=0.0,
-                epoch=epoch, amp_dtype=loop.amp_dtype, forward=loop.forward,
+                epoch=epoch, amp_dtype=loop.amp_dtype, forward=loop.forward, stats=loop.stats,
             )
         except PipelineError as exc:
             kept = ""
@@ -397,7 +406,9 @@ def _epochs(loop: _Loop, start: int) -> None:
         loop.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
         log.info("epoch %d: train loss %.4f, val loss %.4f, lr %.3g", epoch, train_loss, val_loss, lr)
-        if loop.best is None or val_loss < loop.best.best_val_loss:
+        # On equal validation losses the later epoch wins, as the study's `<=` (fixed validation
+        # triplets can reach a loss of exactly 0 on several epochs).
+        if loop.best is None or val_loss <= loop.best.best_val_loss:
             loop.best = FitResult(
                 backbone_state=copy.deepcopy(model.backbone.state_dict()),
                 head_state=copy.deepcopy(model.head.state_dict()) if model.head is not None else None,

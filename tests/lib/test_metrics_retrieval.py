@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages import evaluate
@@ -100,9 +101,10 @@ def test_retrieval_matches_a_naive_loop(monkeypatch, k):
     assert retrieval_scores(x, y, knn_k=k) == pytest.approx(naive(x, y, k), abs=1e-9)
 
 
-def test_kmeans_acc_std_is_over_single_initialisation_runs_from_kmeans_seed(monkeypatch):
+def test_kmeans_init_std_is_over_single_initialisation_runs_from_kmeans_seed(monkeypatch):
     # Scripted K-means: the study's run (10 inits, seed 7) is perfect; the single-init runs with seeds
     # 7, 8, 9 score 1, 1/2, 3/4 -> population std sqrt(((1/4)^2 + (1/4)^2 + 0) / 3) = sqrt(1/24).
+    # The L2-normalised view repeats the study's run only.
     labels = np.array([0, 0, 1, 1])
     scripted = {(10, 7): [0, 0, 1, 1], (1, 7): [1, 1, 0, 0], (1, 8): [0, 1, 0, 1], (1, 9): [0, 0, 0, 1]}
     calls = []
@@ -114,10 +116,12 @@ def test_kmeans_acc_std_is_over_single_initialisation_runs_from_kmeans_seed(monk
     monkeypatch.setattr(metrics, "kmeans_clusters", fake_kmeans)
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     s = embedding_scores(x, labels, n_init=10, seed=7, kmeans_repeats=3, knn_k=1)
-    assert calls == [(10, 7), (1, 7), (1, 8), (1, 9)]
-    assert s["kmeans_acc"] == 1.0
-    assert s["kmeans_acc_std"] == pytest.approx(np.sqrt(1 / 24))
-    assert set(s) == {"kmeans_acc", "nmi", "ari", "kmeans_acc_std", "precision_at_1", "map_at_r", "knn_acc"}
+    assert calls == [(10, 7), (1, 7), (1, 8), (1, 9), (10, 7)]
+    assert s["kmeans_acc"] == 1.0 and s["kmeans_acc_ci95"] == [1.0, 1.0]
+    assert s["kmeans_init_std"] == pytest.approx(np.sqrt(1 / 24))
+    assert set(s) == {"kmeans_acc", "kmeans_acc_ci95", "nmi", "ari", "kmeans_init_std", "precision_at_1", "map_at_r",
+                      "knn_acc", "l2"}
+    assert set(s["l2"]) == {"kmeans_acc", "kmeans_acc_ci95", "nmi", "ari", "precision_at_1", "map_at_r", "knn_acc"}
 
 
 def test_separated_blobs_score_perfectly_with_no_spread():
@@ -125,24 +129,64 @@ def test_separated_blobs_score_perfectly_with_no_spread():
     labels = np.repeat(np.arange(4), 20)
     x = rng.normal(size=(4, 16))[labels] * 50 + rng.normal(size=(80, 16))
     s = embedding_scores(x, labels, n_init=3, seed=0, kmeans_repeats=4, knn_k=5)
-    assert s == pytest.approx({"kmeans_acc": 1.0, "nmi": 1.0, "ari": 1.0, "kmeans_acc_std": 0.0,
-                               "precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0})
+    perfect = {"kmeans_acc": 1.0, "nmi": 1.0, "ari": 1.0, "precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0}
+    for view in (s, s["l2"]):
+        assert view["kmeans_acc_ci95"] == [1.0, 1.0]
+        assert {k: view[k] for k in perfect} == pytest.approx(perfect)
+    assert s["kmeans_init_std"] == 0.0
 
 
 def test_one_repeat_has_zero_spread():
     rng = np.random.default_rng(1)
     s = embedding_scores(rng.normal(size=(30, 4)), np.arange(30) % 3, n_init=2, seed=0, kmeans_repeats=1, knn_k=3)
-    assert s["kmeans_acc_std"] == 0.0
+    assert s["kmeans_init_std"] == 0.0
 
 
-def test_the_evaluate_stage_writes_every_metric(tmp_path, params_file):
+def test_the_l2_view_scores_directions_not_lengths():
+    # Two classes that differ only in direction, with lengths spread over three orders of magnitude:
+    # K-means on the raw embeddings splits by length, on L2-normalised ones by direction.
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 5)
-    save_npz(tmp_path / "emb.npz", embeddings=rng.normal(size=(15, 8)).astype(np.float32), labels=labels)
+    labels = np.repeat([0, 1], 40)
+    angles = np.where(labels == 0, 0.0, np.pi / 2) + rng.normal(scale=0.05, size=80)
+    lengths = np.tile(np.r_[np.full(20, 1.0), np.full(20, 1000.0)], 2)
+    x = np.c_[np.cos(angles), np.sin(angles)] * lengths[:, None]
+    s = embedding_scores(x, labels, n_init=5, seed=0, kmeans_repeats=1, knn_k=3)
+    assert s["l2"]["kmeans_acc"] == 1.0
+    assert s["kmeans_acc"] < 0.8
+
+
+def test_per_image_results_are_the_matched_clustering(monkeypatch):
+    labels = np.array([3, 3, 3, 8, 8, 8])  # class ids need not be 0..k-1
+    x = np.array([[0.0], [0.1], [0.2], [9.0], [9.1], [0.3]])
+    scores, per_image = metrics.evaluate_embeddings(x, labels, n_init=3, seed=0, kmeans_repeats=1, knn_k=1,
+                                                    bootstrap_resamples=1000)
+    assert (per_image["predicted"] == np.array([3, 3, 3, 8, 8, 3])).all()
+    assert (per_image["correct"] == np.array([1, 1, 1, 1, 1, 0], dtype=bool)).all()
+    assert scores["kmeans_acc"] == pytest.approx(5 / 6)
+
+
+def test_the_evaluate_stage_writes_the_scores_of_its_params_and_the_run_record(tmp_path, params_file):
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    params["evaluate"].update(kmeans_n_init=3, kmeans_seed=5, kmeans_repeats=2, knn_k=3, distance="cosine",
+                              bootstrap_resamples=2000, bootstrap_seed=11)
+    params_file.write_text(yaml.safe_dump(params))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 6)
+    x = (rng.normal(size=(3, 8))[labels] + rng.normal(size=(18, 8)) * 0.8).astype(np.float32)
+    run = {"leak": {"test_in_train": 2, "test_in_pool": 7, "groups_across": 1, "val_in_train": 0,
+                    "anchors_outside_train": 0}, "triplet_pool": "study"}
+    save_npz(tmp_path / "emb.npz", embeddings=x, labels=labels, paths=np.array([f"p{i}" for i in range(18)]),
+             rows=np.arange(100, 118), run=np.array(json.dumps(run)))
     evaluate.main(["--params", str(params_file), "--embeddings", str(tmp_path / "emb.npz"),
-                   "--out", str(tmp_path / "m.json")])
+                   "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv")])
     written = json.loads((tmp_path / "m.json").read_text())
-    assert set(written) == {"kmeans_acc", "nmi", "ari", "kmeans_acc_std", "precision_at_1", "map_at_r",
-                            "knn_acc", "n_test", "n_classes"}
-    assert all(0.0 <= written[k] <= 1.0 for k in ("kmeans_acc", "kmeans_acc_std", "precision_at_1", "map_at_r",
-                                                    "knn_acc"))
+    expected, per_image = metrics.evaluate_embeddings(
+        x, labels, n_init=3, seed=5, kmeans_repeats=2, knn_k=3, distance="cosine", bootstrap_resamples=2000,
+        bootstrap_seed=11)
+    assert written == evaluate.rounded({**expected, "n_test": 18, "n_classes": 3, **run})
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table["row"]) == list(range(100, 118)) and list(table["path"]) == [f"p{i}" for i in range(18)]
+    assert (table["predicted"] == per_image["predicted"]).all() and table["correct"].mean() == pytest.approx(
+        written["kmeans_acc"], abs=1e-6)

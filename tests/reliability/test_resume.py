@@ -24,8 +24,10 @@ def downstream(ws, tag: str) -> dict[str, bytes]:
     d, p = ws.root, str(ws.params)
     embed.main(["--params", p, "--model", f"{d}/{tag}/model", "--splits", f"{d}/splits",
                 "--decoded", f"{d}/decoded.npy", "--out", f"{d}/{tag}/embeddings.npz"])
-    evaluate.main(["--params", p, "--embeddings", f"{d}/{tag}/embeddings.npz", "--out", f"{d}/{tag}/metrics.json"])
-    return {name: (d / tag / name).read_bytes() for name in (*OUTPUTS, "embeddings.npz", "metrics.json")}
+    evaluate.main(["--params", p, "--embeddings", f"{d}/{tag}/embeddings.npz", "--out", f"{d}/{tag}/metrics.json",
+                   "--predictions", f"{d}/{tag}/predictions.csv"])
+    names = (*OUTPUTS, "embeddings.npz", "metrics.json", "predictions.csv")
+    return {name: (d / tag / name).read_bytes() for name in names}
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_bytes(workspace):

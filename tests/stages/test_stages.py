@@ -62,14 +62,22 @@ def test_stage_chain_on_synthetic_every_method_two_seeds(tmp_path):
                 "--decoded", f"{d}/decoded.npy", "--out", f"{d}/emb/{run_dir}.npz",
             ])
             metrics_file = f"{d}/m/synthetic/{run_dir}.json"
-            evaluate.main(["--params", p, "--embeddings", f"{d}/emb/{run_dir}.npz", "--out", metrics_file])
+            evaluate.main(["--params", p, "--embeddings", f"{d}/emb/{run_dir}.npz", "--out", metrics_file,
+                           "--predictions", f"{d}/pred/synthetic/{run_dir}.csv"])
             umap.main([
                 "synthetic", method, "--seed", str(seed), "--params", p, "--embeddings", f"{d}/emb/{run_dir}.npz",
                 "--metrics", metrics_file, "--out", f"{d}/umap/synthetic_{method}_seed{seed}.png",
             ])
             metrics = json.loads(Path(metrics_file).read_text())
-            assert set(metrics) >= {"kmeans_acc", "nmi", "ari", "n_test", "n_classes", "precision_at_1", "map_at_r"}
             assert metrics["n_test"] == 9 and metrics["n_classes"] == 3
+            predictions = pd.read_csv(d / f"pred/synthetic/{run_dir}.csv")
+            assert metrics["kmeans_acc"] == pytest.approx(predictions["correct"].mean(), abs=1e-6)
+            assert metrics["l2"]["kmeans_acc"] == pytest.approx(predictions["correct_l2"].mean(), abs=1e-6)
+            lo, hi = metrics["kmeans_acc_ci95"]
+            assert lo <= metrics["kmeans_acc"] <= hi
+            assert metrics["leak"] == {"test_in_train": 0, "test_in_pool": 0, "groups_across": 0, "val_in_train": 0,
+                                       "anchors_outside_train": 0}
+            assert ("triplet_pool" in metrics) == (method == "triplet")
             assert (d / f"umap/synthetic_{method}_seed{seed}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     curve = pd.read_csv(d / "curves/synthetic/triplet/seed1.csv")
     assert list(curve.columns) == ["epoch", "train_loss", "val_loss", "lr"] and len(curve) == 2
@@ -77,16 +85,17 @@ def test_stage_chain_on_synthetic_every_method_two_seeds(tmp_path):
     assert meta["seed"] == 1 and meta["best_epoch"] in (1, 2) and meta["classes"] == sorted(meta["classes"])
     first = (d / "models/triplet/seed0/model.safetensors").read_bytes()
     assert first != (d / "models/triplet/seed1/model.safetensors").read_bytes()  # the seed matters
-    report.main(["--params", p, "--metrics", f"{d}/m", "--curves", f"{d}/curves", "--umaps", f"{d}/umap",
-                 "--out", f"{d}/report", "--plots", f"{d}/pictures"])
+    report.main(["--params", p, "--metrics", f"{d}/m", "--predictions", f"{d}/pred", "--curves", f"{d}/curves",
+                 "--umaps", f"{d}/umap", "--out", f"{d}/report", "--plots", f"{d}/pictures"])
     summary = json.loads((d / "report/summary.json").read_text())
     assert set(summary["synthetic"]) == {*methods, "comparisons"}
     triplet = summary["synthetic"]["triplet"]
-    assert triplet["seeds"] == 2 and {"kmeans_acc", "kmeans_acc_std", "kmeans_acc_ci95"} <= set(triplet)
+    runs = [json.loads((d / f"m/synthetic/triplet/seed{s}.json").read_text()) for s in (0, 1)]
+    assert triplet["seeds"] == 2 and triplet["kmeans_acc"] == pytest.approx(np.mean([r["kmeans_acc"] for r in runs]))
     comparison = summary["synthetic"]["comparisons"]["triplet_vs_classification"]
-    assert comparison["n"] == 2 and "verdict" in comparison
+    assert set(comparison["per_seed"]) == {"0", "1"}
     table = (d / "report/summary.md").read_text()
-    assert "| triplet | 2 |" in table and "triplet vs classification" in table
+    assert "| triplet |" in table and "triplet vs classification" in table
     pictures = sorted(p.name for p in (d / "pictures").iterdir())
     assert pictures == ["curves_synthetic.png", "summary.png", "umap_grid.png"]
 
