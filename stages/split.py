@@ -6,7 +6,8 @@ Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group), `cla
 follows the manifest's order. With
 `split.source: annotations` the tables are the study's lists (its `low_data_` lists when
 `shots: 15`), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its triplet
-lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`.
+lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`
+(a CSV source's own `split` column, when it has one, replaces the generated split).
 """
 
 from __future__ import annotations
@@ -31,18 +32,27 @@ log = logging.getLogger("stages.split")
 def generated_tables(
     manifest: pd.DataFrame, params: Params, spec: DatasetSpec, dataset: str
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The generated split (`split.source: generated`): stratified, grouped tables from `seed`, the
-    k-shot subset of train, each row with its manifest `row` (the index of its decoded image)."""
-    from stages.lib.splits import SPLITS, build_splits, few_shot
+    """The generated split (`split.source: generated`): stratified, grouped tables from `seed` (or,
+    for a CSV source with a `split` column, the user's own split as given), the k-shot subset of
+    train, each row with its manifest `row` (the index of its decoded image)."""
+    from stages.lib.splits import SPLITS, build_splits, few_shot, given_splits
 
     per_class = params.split.test_per_class
     if per_class == "study":
         per_class = spec.study_test_per_class  # None: the study did not use it, test_fraction applies
-    generated = build_splits(
-        manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
-        seed=params.seed, test_per_class=per_class,
-    )
-    train = few_shot(generated.train, params.shots, params.seed, dataset)
+    try:
+        if "split" in manifest.columns:  # a CSV source's own split column, used as given
+            generated = given_splits(manifest)
+        else:
+            generated = build_splits(
+                manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
+                seed=params.seed, test_per_class=per_class,
+            )
+        train = few_shot(generated.train, params.shots, params.seed, dataset)
+    except PipelineError as exc:
+        if spec.origin is None:
+            raise
+        raise PipelineError(f"{spec.origin}: {exc}") from None  # your own dataset: name its folder or CSV
     columns = ["row", "path", "label", "class", "group"]
     tables = {}
     for name, table in zip(SPLITS, (train, generated.val, generated.test), strict=True):
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     # imported only now, so that `--help` answers at once
     from stages.lib.annotations import study_splits
     from stages.lib.atomic import atomic_dir
-    from stages.lib.datasets import DATASETS
+    from stages.lib.datasets import dataset_spec
     from stages.lib.manifest import read_manifest
 
     params = cli.params_of(args)
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest["row"] = manifest.index
     if manifest["class"].nunique() < 2:
         raise PipelineError(f"{args.raw}: {args.dataset} has fewer than 2 classes; nothing to compare")
-    spec = DATASETS.get(args.dataset)
+    spec = dataset_spec(args.dataset, params.sources, args.params.resolve().parent)
     if params.split.source == "annotations":
         if spec.annotation_prefix is None:
             raise PipelineError(f"the study published no split lists for {args.dataset}; set split.source: generated")

@@ -144,3 +144,18 @@ def train_sizes(
         manifest, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, test_per_class=test_per_class
     )
     return tables.train.groupby("class").size().to_dict()
+
+
+def given_splits(manifest: pd.DataFrame) -> SplitTables:
+    """The split a dataset brings with it (the manifest's `split` column: a CSV source's own), as given.
+
+    Labels are the index of the class in the sorted class names, as for generated splits.
+    """
+    unknown = set(manifest["split"]) - set(SPLITS)
+    if unknown:
+        raise PipelineError(f"manifest names split {sorted(unknown)[0]!r}, not train, val or test; re-run download")
+    classes = sorted(manifest["class"].unique())
+    label = {name: i for i, name in enumerate(classes)}
+    table = manifest.assign(label=manifest["class"].map(label))
+    out = {s: table[table["split"] == s][COLUMNS].reset_index(drop=True) for s in SPLITS}
+    return SplitTables(out["train"], out["val"], out["test"], classes)

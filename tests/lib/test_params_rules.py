@@ -28,6 +28,7 @@ from tests.helpers import ROOT, tiny_params
 MAX = 4294967295
 SEED_RANGE = f"an integer in [0, {MAX}]"
 DELETE = object()
+OWN = "{folder: PATH} or {csv: FILE, root: FOLDER}"  # the two shapes of a dataset of your own
 TOP_KEYS = sorted(["datasets", "embed", "evaluate", "methods", "model", "pictures", "seed", "seeds", "shots",
                    "sources", "split", "train", "umap", *METHODS.names()])
 TRAIN_KEYS = ("device, epochs, optimizer, lr, betas, weight_decay, warmup_epochs, warmup_start_factor, "
@@ -61,8 +62,18 @@ RULES = [
     case(f"unknown key 'bad\\nkey'; accepted: {', '.join(TOP_KEYS)}", ("bad\nkey", 1)),
     case("missing key umap; add it (see docs/params.md)", ("umap", DELETE)),
     case("sources must be a mapping with one section per dataset, got None", ("sources", None)),
-    case(f"unknown key sources.cifar; accepted: {', '.join(sorted([*DATASETS.names(), 'weights', 'annotations']))}",
-         ("sources.cifar", {})),
+    case(f"unknown key sources.cifar; accepted: {', '.join(sorted([*DATASETS.names(), 'weights', 'annotations']))}"
+         f", or a dataset of your own, <name>: {OWN}", ("sources.cifar", {})),
+    case("sources.mine.folder must be the path of a folder of class folders, got ' '",
+         ("sources.mine", {"folder": " "})),
+    case("sources.mine.csv must be the path of a CSV file (columns path, label), got ' '",
+         ("sources.mine", {"csv": " ", "root": "x"})),
+    case("sources.mine.root must be the folder the CSV's paths are relative to, got ' '",
+         ("sources.mine", {"csv": "a.csv", "root": " "})),
+    case("sources.1mine must be named with a letter, then letters, digits, _ or - (the name becomes folder and stage "
+         "names), got '1mine'", ("sources.1mine", {"folder": "x"})),
+    case(f"sources.mine must be one of {OWN}, not both, got {{'folder': 'x', 'csv': 'a.csv'}}",
+         ("sources.mine", {"folder": "x", "csv": "a.csv"})),
     case("missing key sources.weights; add it (see docs/params.md)", ("sources.weights", DELETE)),
     case("missing key sources.synthetic; add it (see docs/params.md)", ("sources.synthetic", DELETE)),
     case("missing key triplet; add it (see docs/params.md)", ("triplet", DELETE)),
@@ -92,7 +103,8 @@ RULES = [
     case("seeds must be a list without repeats, got [3, 1, 3]", ("seeds", [3, 1, 3])),
     case("shots must be an integer >= 0 (0 = every training image), got -1", ("shots", -1)),
     case(f"datasets must be a non-empty list of: {', '.join(DATASETS.names())}, got []", ("datasets", [])),
-    case(f"datasets must be names from: {', '.join(DATASETS.names())}, got 'cifar'", ("datasets", ["cifar"])),
+    case(f"datasets must be names from: {', '.join(DATASETS.names())}, or a dataset of your own defined as "
+         f"sources.<name>: {OWN}, got 'cifar'", ("datasets", ["cifar"])),
     case("datasets must be a list without repeats, got ['synthetic', 'synthetic']",
          ("datasets", ["synthetic", "synthetic"])),
     case(f"methods must be a non-empty list of: {', '.join(METHODS.names())}, got []", ("methods", [])),
@@ -268,8 +280,8 @@ def test_unreadable_files_are_one_line_naming_the_file(tmp_path):
 
 # --- every rule in the source has a case above ----------------------------------------------
 
-RULE_CALLS = {"_require", "_one_of"}
-KEY_ERRORS = {"_KeyError", "_UnknownKey", "_Missing", "PipelineError"}
+RULE_CALLS = {"_require", "_one_of", "require", "one_of"}  # params.py imports validate's helpers as _require, ...
+KEY_ERRORS = {"_KeyError", "_UnknownKey", "_Missing", "ParamError", "UnknownKey", "MissingKey", "PipelineError"}
 RULE_FILES = [Path(params_module.__file__), *sorted((ROOT / "stages/lib/datasets").glob("*.py")),
               *sorted((ROOT / "stages/lib/methods").glob("*.py"))]
 

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from stages.lib.datasets import register_dataset
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class DigitsSource:
     image_size: int
 
     def check(self, where: str) -> None:
-        _require(self.image_size >= 8, f"{where}.image_size", "an integer >= 8", self.image_size)
+        require(self.image_size >= 8, f"{where}.image_size", "an integer >= 8", self.image_size)
 
 
 # Images per digit in scikit-learn's copy (1,797 in all; every image is its own source group).

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from stages.lib.methods.base import Method, register_method
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 POOLS = ("split", "study")
 
@@ -30,8 +30,8 @@ class TripletParams:
     pool: Literal["split", "study"] = "split"  # POOLS; the type refuses anything else
 
     def check(self, where: str) -> None:
-        _require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.margin > 0, f"{where}.margin", "a number > 0", self.margin)
+        require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        require(self.margin > 0, f"{where}.margin", "a number > 0", self.margin)
 
 
 def sample_triplets(
