@@ -236,7 +236,7 @@ def main(argv: list[str]) -> int:
     print("report/) and all of them in dvc_plots/index.html. params.yaml keeps the demo's settings; next:")
     print('  make demo ARGS="-S shots=15"        # a variation, recorded as demo-shots15')
     print("  dvc exp diff demo demo-shots15      # what changed between the two")
-    print("  dvc exp show --drop '.*' --keep 'Experiment|.*kmeans_acc$|shots'   # every run side by side")
+    print("  dvc exp show --drop '.*' --keep 'Experiment|.*seed0.json:kmeans_acc$|shots'   # every run side by side")
     print("  dvc exp apply demo                  # the demo's results back, byte for byte")
     print("  git checkout params.yaml            # the study's settings; then `dvc exp run` (needs a GPU, network)")
     return 0
