@@ -36,7 +36,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def repo(tmp_path_factory) -> Path:
     """A project copy after `dvc repro`, recorded as experiment `base` (as `make demo` records `demo`)."""
     params = tiny_params(methods=["pretrained", "triplet"])  # a trained method to interrupt; a third adds only time
-    params["train"].update(epochs=8, cosine_t_max=8, resume_every_s=3600)  # long enough to interrupt
+    params["train"].update(epochs=24, cosine_t_max=24, resume_every_s=3600)  # long enough to interrupt under load
     repo = project_copy(tmp_path_factory.mktemp("lost") / "repo", params)
     dvc(repo, "repro")
     dvc(repo, "exp", "save", "--name", "base", "--include-untracked", "data/sources")  # as scripts/demo.py
