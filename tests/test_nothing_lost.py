@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, env, project_copy, run, tiny_params
+from tests.helpers import ROOT, default_sigint, env, project_copy, run, tiny_params
 
 OUTPUTS = ("data", "models", "metrics", "plots", "report")
 
@@ -93,7 +93,8 @@ def test_a_stage_failing_at_run_time_loses_nothing(repo):
 def test_ctrl_c_during_training_keeps_the_epoch_and_loses_nothing(repo):
     before = state(repo)
     proc = subprocess.Popen(["dvc", "exp", "run", "-S", "triplet.margin=0.5"], cwd=repo, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     curve = repo / "plots/train/synthetic/triplet/seed0.csv"
     deadline = time.monotonic() + 600
     lines = []
