@@ -70,6 +70,14 @@ def _cache_compilations() -> None:
                 function.enable_caching()
 
 
+def warm_up() -> None:
+    """Compile umap-learn's and pynndescent's just-in-time code into numba's cache once, at install
+    (`make setup` runs this): about 20 s on two cores that the first umap stage would otherwise pay."""
+    rng = np.random.default_rng(0)
+    project(rng.normal(size=(300, 64)).astype(np.float32), UmapParams(n_neighbors=15, min_dist=0.1,
+                                                                       metric="euclidean", seed=0))
+
+
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("umap", __doc__.splitlines()[0])
