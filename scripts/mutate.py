@@ -131,9 +131,9 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
     seconds, cpu = time.monotonic() - start, _children_cpu() - cpu
     for meta, old in kept.items():
         new = json.loads(meta.read_text())
-        for name, code in old["exit_code_by_key"].items():
+        for name, verdict in old["exit_code_by_key"].items():  # not `code`: mutmut's exit status, printed below
             if name not in patterns and name in new["exit_code_by_key"]:
-                new["exit_code_by_key"][name] = code
+                new["exit_code_by_key"][name] = verdict
         meta.write_text(json.dumps(new, indent=4))
     if not survivors:  # the timing of a whole group's run
         (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "cpu_seconds": round(cpu),
