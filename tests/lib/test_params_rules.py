@@ -115,8 +115,17 @@ RULES = [
     case("shots must be 0 or 15 with split.source: annotations (the study's lists cover only those); set "
          "split.source: generated for other values, got 5",
          ("datasets", ["pets"]), ("split.source", "annotations"), ("shots", 5)),
+    case("split.source must be generated when datasets include flowers (the study published split lists only "
+         "for defungi, pets; a split column in your CSV is used as given), got 'annotations'",
+         ("sources.flowers", {"folder": "/data/flowers"}), ("datasets", ["flowers"]), ("split.source", "annotations")),
     case("shots must be at most 6 for synthetic (the training images of its class 'circle_c0_plain' once test and "
          "val are held out; 0 = every image), got 7", ("shots", 7)),
+    # a dataset whose sizes are known only once downloaded (your own, pets) does not stop the check of the next
+    case("shots must be at most 6 for synthetic (the training images of its class 'circle_c0_plain' once test and "
+         "val are held out; 0 = every image), got 7",
+         ("sources.flowers", {"folder": "/data/flowers"}), ("datasets", ["flowers", "synthetic"]), ("shots", 7)),
+    case("shots must be at most 6 for synthetic (the training images of its class 'circle_c0_plain' once test and "
+         "val are held out; 0 = every image), got 7", ("datasets", ["pets", "synthetic"]), ("shots", 7)),
     case("split must be a split that synthetic allows (class 'circle_c0_plain' has 12 images; "
          "split.test_per_class=11 leaves too few for val and train: lower it, or set it to null to use "
          "split.test_fraction), got {'source': 'generated', 'test_fraction': 0.25, 'test_per_...",
@@ -238,6 +247,8 @@ ACCEPTED = [
     (("classification.batch_size", 1),), (("triplet.batch_size", 1),),
     (("triplet_batch_hard.images_per_class", 2), ("triplet_batch_hard.batch_size", 4)),
     (("datasets", ["pets"]), ("split.source", "annotations"), ("shots", 15)),
+    (("sources.flowers", {"folder": "/data/flowers"}), ("datasets", ["flowers", "synthetic"])),
+    (("pictures.queries", 1), ("pictures.neighbours", 1), ("pictures.seed", MAX)),
 ]
 
 

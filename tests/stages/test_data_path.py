@@ -1,6 +1,9 @@
 """What reaches training: the pixels `fit` receives are exactly the images the split tables name,
-with their labels, and no test image reaches training or validation (which picks the epoch), for
-every registered method, from generated splits and from the study's lists.
+with their labels (and the study's negative classes), and no test image reaches training or
+validation (which picks the epoch), for every registered method, from generated splits and from
+the study's lists; with `triplet.pool: study`, the pool is the whole download and the listed images
+are anchors into it. The leak counts the split (`checks.json`) and each run (`meta.json`) report
+are the ones these tables give.
 
 The decoded array is written by hand so that every image is one flat colour spelling its own
 manifest row (base 256 over the three channels): whatever `fit` receives can be read back to the
@@ -20,15 +23,17 @@ import pytest
 
 from stages import annotations, download, split, train, weights
 from stages.lib import trainer
+from stages.lib.errors import PipelineError
+from stages.lib.leaks import no_leak
 from stages.lib.methods import METHODS
-from stages.lib.methods.triplet import TripletParams
+from stages.lib.methods.triplet import Triplet, TripletParams
 from stages.lib.trainer import FitResult, SplitData
 from tests.helpers import tiny_params, write_params
 from tests.stages import study_data as sd
 
-# `triplet.pool` (where positives and negatives come from) once the params have it: `split` keeps
-# them inside the split; a pool that reaches test images on purpose needs its own expectations.
-POOLS = ["split"] if "pool" in {f.name for f in dataclasses.fields(TripletParams)} else [None]
+# `triplet.pool`: `split` draws positives and negatives inside the split, `study` (the study's
+# sampling) from every downloaded image, test images included.
+POOLS = ["split", "study"]
 
 
 def encode_rows(n: int, size: int) -> np.ndarray:
@@ -90,11 +95,15 @@ def run_split_and_train(d: Path, params: dict, dataset: str, monkeypatch) -> dic
     return seen
 
 
-def check_what_reached_fit(d: Path, dataset: str, seen: dict[str, tuple[SplitData, SplitData]]) -> None:
+def check_what_reached_fit(
+    d: Path, dataset: str, seen: dict[str, tuple[SplitData, SplitData]], leaks: dict[str, dict[str, int]]
+) -> None:
     """For every method that trains: the images it trains and validates on (its anchors, where a
     split names them) are the rows its tables name, in order, each the manifest row of the table's
-    path, with the table's label, which is the class of that path; every image it was given is one
-    of its split's own (`pool: split`); and no image of `test.csv` is among them."""
+    path, with the table's label, which is the class of that path, and the table's negative class
+    where it has one; every image it was given is one of its split's own (`pool: split`), or the
+    whole download in manifest order (`pool: study`); no image of `test.csv` is among them (among
+    the anchors, with the study's pool); and the run's `meta.json` reports `leaks[method]`."""
     splits = d / "splits" / dataset
     manifest = pd.read_csv(d / "raw" / dataset / "manifest.csv")
     classes = json.loads((splits / "classes.json").read_text())
@@ -107,6 +116,9 @@ def check_what_reached_fit(d: Path, dataset: str, seen: dict[str, tuple[SplitDat
             assert name not in seen
             continue
         assert name in seen, f"{name} never reached fit"
+        meta = json.loads((d / "models" / name / "meta.json").read_text())
+        assert meta["leak"] == leaks[name], f"{name}: the leak counts in meta.json"
+        study_pool = meta.get("triplet_pool") == "study"
         for part, data in zip(("train", "val"), seen[name], strict=True):
             table_name = method.study_tables.get(part, part)
             if not (splits / f"{table_name}.csv").is_file():
@@ -123,10 +135,17 @@ def check_what_reached_fit(d: Path, dataset: str, seen: dict[str, tuple[SplitDat
             np.testing.assert_array_equal(labels, table["label"].to_numpy(), err_msg=f"{where}: labels")
             np.testing.assert_array_equal(data.labels, manifest.loc[rows, "class"].map(classes.index).to_numpy(),
                                           err_msg=f"{where}: a label is not its image's class")
-            images = getattr(data, "images", None)  # an id per pixel row: equal ids, the same image
-            if images is not None:
-                same = np.asarray(images)[:, None] == np.asarray(images)[None, :]
-                np.testing.assert_array_equal(same, rows[:, None] == rows[None, :], err_msg=f"{where}: images")
+            if "negative_label" in table.columns:  # the study's triplet lists: each anchor's negative class
+                np.testing.assert_array_equal(data.negative_labels, table["negative_label"].to_numpy(),
+                                              err_msg=f"{where}: negative classes")
+            else:
+                assert data.negative_labels is None, where
+            if study_pool:  # every downloaded image once, in manifest order; the anchors are the listed ones
+                np.testing.assert_array_equal(rows, np.arange(len(manifest)), err_msg=f"{where}: the study's pool")
+                assert not set(named.tolist()) & test_rows, f"{where}: a test image among the anchors"
+                continue
+            # Equal ids, the same image: a sampler never draws an anchor's own image as its positive.
+            np.testing.assert_array_equal(data.images, rows, err_msg=f"{where}: images are the manifest rows")
             own = set(table["row"]) | set(pd.read_csv(splits / f"{part}.csv")["row"])
             for field, array in image_arrays(data).items():
                 reached = set(decode_rows(array).tolist())
@@ -142,24 +161,93 @@ def test_generated_splits_reach_fit_as_their_tables_name_them(tmp_path, monkeypa
     if pool is not None:
         params["triplet"]["pool"] = pool
     seen = run_split_and_train(tmp_path, params, "synthetic", monkeypatch)
-    check_what_reached_fit(tmp_path, "synthetic", seen)
-    train_table = pd.read_csv(tmp_path / "splits" / "synthetic" / "train.csv")
+    splits = tmp_path / "splits" / "synthetic"
+    n_test = len(pd.read_csv(splits / "test.csv"))
+    # A generated split keeps every source group on one side: nothing leaks, except the study's
+    # pool, which holds every test image.
+    leaks = {name: no_leak() for name in METHODS.names()}
+    leaks["triplet"] = {**no_leak(), "test_in_pool": n_test if pool == "study" else 0}
+    check_what_reached_fit(tmp_path, "synthetic", seen, leaks)
+    assert json.loads((splits / "checks.json").read_text()) == {"classification": no_leak()}
+    train_table = pd.read_csv(splits / "train.csv")
     assert len(train_table) == (3 * shots if shots else 18)  # the k-shot subset is what trains
 
 
 @pytest.mark.parametrize("pool", POOLS, ids=lambda p: f"pool={p}")
 @pytest.mark.parametrize("shots", [0, 15])
 def test_the_study_lists_reach_fit_as_they_name_them(http_files, tmp_path, monkeypatch, shots, pool):
-    params = sd.serve_study(http_files)
+    # The triplet list gains an anchor its train list lacks: image 4 (a val image) of the first breed
+    # in the full lists, image 3 (in neither low-data list) in the 15-shot ones.
+    low = "low_data_" if shots else ""
+    breed, n = sd.BREEDS[0], (3 if shots else 4)
+    extra = f"{sd.PETS_ROOT}/{breed}/{breed}_{n}.jpg {breed} {sd.BREEDS[1]}\n"
+    listed = sd.study_files()[f"{low}pet_triplet_train.txt"].decode()
+    params = sd.serve_study(http_files, sd.study_annotations({f"{low}pet_triplet_train.txt": listed + extra}))
     params.update(methods=METHODS.names(), shots=shots)
-    if pool is not None:
-        params["triplet"]["pool"] = pool
+    params["triplet"]["pool"] = pool
     seen = run_split_and_train(tmp_path, params, "pets", monkeypatch)
-    check_what_reached_fit(tmp_path, "pets", seen)
-    triplet_train = pd.read_csv(tmp_path / "splits" / "pets" / "triplet_train.csv")
-    assert len(seen["triplet"][0].labels) == len(triplet_train) == (7 if shots else 10)  # the triplet lists train
+    splits = tmp_path / "splits" / "pets"
+    # Outside the train list: the extra anchor; a val image too in the full lists. The study's pool
+    # holds all 6 test images. The classification tables are clean.
+    triplet = {**no_leak(), "anchors_outside_train": 1, "val_in_train": 0 if shots else 1}
+    leaks = {name: no_leak() for name in METHODS.names()}
+    leaks["triplet"] = {**triplet, "test_in_pool": 6 if pool == "study" else 0}
+    check_what_reached_fit(tmp_path, "pets", seen, leaks)
+    assert json.loads((splits / "checks.json").read_text()) == {
+        "classification": no_leak(),
+        "triplet": {**triplet, "repeated_anchors_train": 1, "repeated_anchors_val": 0},  # one anchor listed twice
+    }
+    triplet_train = pd.read_csv(splits / "triplet_train.csv")
+    assert len(seen["triplet"][0].labels if pool == "split" else seen["triplet"][0].anchors) == len(triplet_train)
+    assert len(triplet_train) == (8 if shots else 11)  # the triplet lists train
 
 
 def test_the_row_code_reads_back():
     pixels = encode_rows(70000, 2)[[0, 255, 256, 65535, 65536, 69999]]
     assert decode_rows(pixels).tolist() == [0, 255, 256, 65535, 65536, 69999]
+
+
+# --- the train stage's refusals of decoded data that does not fit its split ---------------------
+
+
+def small_split(d: Path, size: int = 4) -> Path:
+    """A split folder by hand (rows 0-3 train, 4-5 val, 6-7 test; classes alternate) and its decoded
+    array of 8 images at `size` pixels; returns the split folder."""
+    splits = d / "splits"
+    splits.mkdir()
+    pool = pd.DataFrame({"row": range(8), "path": [f"im{i}" for i in range(8)], "label": [i % 2 for i in range(8)],
+                         "class": [f"c{i % 2}" for i in range(8)], "group": [f"g{i}" for i in range(8)]})
+    for name, part in (("train", pool[:4]), ("val", pool[4:6]), ("test", pool[6:]), ("pool", pool)):
+        part.to_csv(splits / f"{name}.csv", index=False)
+    np.save(d / "decoded.npy", encode_rows(8, size))
+    return splits
+
+
+def triplet(pool: str) -> Triplet:
+    return Triplet(TripletParams(batch_size=4, margin=1.0, pool=pool), n_classes=2, embed_dim=4)
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_decoded_images_of_another_size_are_refused(tmp_path, pool):
+    splits = small_split(tmp_path, size=4)
+    with pytest.raises(PipelineError) as error:
+        train.training_data(triplet(pool), splits, tmp_path / "decoded.npy", 8)
+    assert str(error.value) == f"{tmp_path / 'decoded.npy'} holds 4x4 images but model.image_size is 8; re-run decode"
+
+
+def test_a_pool_out_of_manifest_order_is_refused(tmp_path):
+    splits = small_split(tmp_path)
+    pool = pd.read_csv(splits / "pool.csv")
+    pool.iloc[::-1].to_csv(splits / "pool.csv", index=False)  # the same images and labels, another order
+    with pytest.raises(PipelineError) as error:
+        train.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
+    assert str(error.value) == "pool.csv does not list the download in manifest order; re-run the split stage"
+
+
+def test_a_pool_that_disagrees_on_labels_is_refused(tmp_path):
+    splits = small_split(tmp_path)
+    val = pd.read_csv(splits / "val.csv")
+    val.assign(label=1 - val["label"]).to_csv(splits / "val.csv", index=False)
+    with pytest.raises(PipelineError) as error:
+        train.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
+    assert str(error.value) == "val and pool.csv disagree on labels; re-run the split stage"
