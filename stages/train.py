@@ -2,17 +2,20 @@
 
 Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
 (`model.safetensors`, `meta.json`); per-epoch losses go to a CSV that DVC draws as a plot.
+With `train.processes: N > 1` the stage runs itself as N processes under torchrun
+(DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 import torch
 
-from stages.lib import cli
+from stages.lib import cli, distributed
 from stages.lib.device import configure_determinism, pick_device
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.methods import METHODS
@@ -43,10 +46,35 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     params = cli.params_of(args)
     method_cls = METHODS.get(args.method)
-    classes = read_classes(args.splits)
-    device = pick_device(params.train.device)
     if args.seed not in params.seeds:
         raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
+    processes = params.train.processes
+    if processes > 1 and method_cls.trains and not distributed.launched():
+        hint = (f"re-run to continue from the last epoch saved in {args.resume_dir}" if args.resume_dir
+                else "re-run to train again")
+        distributed.launch("stages.train", list(sys.argv[1:] if argv is None else argv), processes, hint=hint)
+        log.info("%d training processes finished -> %s", processes, args.out)
+        return
+    with distributed.reporting_to_launcher():
+        if distributed.launched():
+            if distributed.launched_size() != processes:
+                raise PipelineError(
+                    f"torchrun started {distributed.launched_size()} processes but train.processes is {processes}; "
+                    f"set train.processes: {distributed.launched_size()} (the whole run's processes)"
+                )
+            device = pick_device(params.train.device, distributed.local_rank(), processes)
+            distributed.init(device)
+        else:
+            device = pick_device(params.train.device)
+        try:
+            _train(args, params, method_cls, device)
+        finally:
+            distributed.finish()
+
+
+def _train(args, params, method_cls, device: torch.device) -> None:
+    """Train on this process (one rank of several, or alone); rank 0 writes the results."""
+    classes = read_classes(args.splits)
     torch.manual_seed(args.seed)
     configure_determinism(params.train.deterministic, device)
     backbone = build_backbone(params.model.name, weights_file(args.weights))
@@ -73,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         negatives = table["negative_label"].to_numpy() if "negative_label" in table.columns else None
         data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy(), negatives)
     log.info(
-        "%s on %s: %d train / %d val images, %d classes, device %s",
+        "%s on %s: %d train / %d val images, %d classes, device %s%s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
+        f", {distributed.world().size} processes" if distributed.world().size > 1 else "",
     )
     result = fit(
         method, backbone, data["train"], data["val"], params.train,
@@ -83,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             "dataset": args.dataset, "model": dataclasses.asdict(params.model), "splits": folder_digest(args.splits),
         },
     )
+    if not distributed.is_main():
+        return  # rank 0 writes the checkpoint
     backbone.load_state_dict(result.backbone_state)
     head = method.head()
     if head is not None and result.head_state is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -90,9 +91,11 @@ class TrainParams:
     compile: bool
     deterministic: bool
     resume_every_s: float
+    processes: int
 
     def check(self, where: str) -> None:
-        _one_of(self.device, f"{where}.device", DEVICES)
+        if not re.fullmatch(r"cuda:\d+", self.device):  # cuda:N pins GPU N (queued runs, one per GPU)
+            _one_of(self.device, f"{where}.device", (*DEVICES, "cuda:N (a GPU index)"))
         _one_of(self.precision, f"{where}.precision", PRECISIONS)
         from stages.lib.schedule import OPTIMIZERS
 
@@ -116,6 +119,10 @@ class TrainParams:
         _require(0 <= self.hflip <= 1, f"{where}.hflip", "a probability in [0, 1]", self.hflip)
         _require(
             self.resume_every_s >= 0, f"{where}.resume_every_s", "seconds >= 0 (0: every epoch)", self.resume_every_s
+        )
+        _require(
+            self.processes >= 1, f"{where}.processes", "an integer >= 1 (processes, one per GPU, for one run)",
+            self.processes,
         )
 
 
