@@ -49,6 +49,21 @@ def pick_device(requested: str, local_rank: int | None = None, processes: int = 
     return torch.device("cuda", local_rank)
 
 
+def compute_device() -> torch.device:
+    """Where array work (the evaluate stage's neighbour search) runs: the GPU when there is one."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def block_bytes(device: torch.device) -> int:
+    """Working memory for one block of a blocked computation on `device`: 256 MiB on the CPU (the
+    block stays in a fraction of a small machine's memory), a quarter of what is free on a GPU (at
+    most 8 GiB: larger blocks gain nothing)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(free // 4, 8 * 2**30))
+    return 256 * 2**20
+
+
 def process_group_backend(device: torch.device) -> str:
     """The collective backend for DistributedDataParallel on `device`: NCCL on CUDA, gloo on the CPU."""
     return "nccl" if device.type == "cuda" else "gloo"

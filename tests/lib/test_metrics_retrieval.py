@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from stages import evaluate
 from stages.lib import metrics
@@ -92,7 +93,7 @@ def naive(x: np.ndarray, y: np.ndarray, k: int) -> dict[str, float]:
 
 @pytest.mark.parametrize("k", [1, 4, 5])
 def test_retrieval_matches_a_naive_loop(monkeypatch, k):
-    monkeypatch.setattr(metrics, "KNN_BATCH", 16)  # exercise the blockwise distances
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 60 * 7)  # blocks of 7 of the 60 queries
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(5), [1, 6, 11, 17, 25])  # one lone image (class 0): left out of P@1 and MAP@R
     centres = rng.normal(size=(5, 8)) * 1.5
@@ -146,3 +147,94 @@ def test_the_evaluate_stage_writes_every_metric(tmp_path, params_file):
                             "knn_acc", "n_test", "n_classes"}
     assert all(0.0 <= written[k] <= 1.0 for k in ("kmeans_acc", "kmeans_acc_std", "precision_at_1", "map_at_r",
                                                     "knn_acc"))
+
+
+def blobs(
+    n: int = 400, dim: int = 16, n_classes: int = 7, seed: int = 0, duplicates: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping classes (every metric strictly between 0 and 1), off the origin, with one class of a
+    single item and (`duplicates`) a few equal points of different classes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes - 1, n)
+    y[0] = n_classes - 1  # alone in its class
+    x = rng.normal(size=(n_classes, dim))[y] * 0.5 + rng.normal(size=(n, dim)) + 3.0
+    if duplicates:
+        x[10:14] = x[20]
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_blocked_search_gives_pytorch_metric_learnings_numbers(monkeypatch, distance):
+    # The reference: pytorch-metric-learning's AccuracyCalculator over the whole set at once, with an
+    # exact k-NN (what this function computed before it worked in blocks).
+    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    x, y = blobs(duplicates=False)  # its calculator drops the first neighbour as the query, even if a duplicate
+    centred = x - x.mean(axis=0) if distance == "euclidean" else x
+    measure = LpDistance(p=2, power=1, normalize_embeddings=False) if distance == "euclidean" else CosineSimilarity()
+    reference = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count",
+                                   device=torch.device("cpu"), knn_func=CustomKNN(measure)).get_accuracy(centred, y)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 400 * 9)  # blocks of 9 queries
+    ours = retrieval_scores(x, y, knn_k=5, distance=distance)
+    assert 0.2 < ours["precision_at_1"] < 0.95 and 0.1 < ours["map_at_r"] < 0.9
+    # Both rank float32 distances (computed in other orders): at most a near-tie apart.
+    assert ours["precision_at_1"] == pytest.approx(reference["precision_at_1"], abs=1 / len(x))
+    assert ours["map_at_r"] == pytest.approx(reference["mean_average_precision_at_r"], abs=1 / len(x))
+
+
+def test_one_pass_serves_both_distances_and_cosine_is_euclidean_on_unit_vectors(monkeypatch):
+    x, y = blobs(seed=1)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 400 * 50)
+    both = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean", "cosine"))
+    assert both["euclidean"] == retrieval_scores(x, y, knn_k=5)
+    assert both["cosine"] == retrieval_scores(x, y, knn_k=5, distance="cosine")
+    assert both["euclidean"] != both["cosine"]  # the data tells them apart
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert retrieval_scores(unit, y, knn_k=5) == pytest.approx(both["cosine"], abs=1 / len(x))
+
+
+def test_no_block_holds_n_by_n_and_every_query_is_searched_once(monkeypatch):
+    n = 1500
+    x, y = blobs(n=n, seed=2)
+    shapes = []
+    products = metrics._Items.products
+
+    def spy(self, lo, hi):
+        out = products(self, lo, hi)
+        shapes.append((lo, hi, tuple(out.shape)))
+        return out
+
+    monkeypatch.setattr(metrics._Items, "products", spy)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 2**20)
+    blocked = retrieval_scores(x, y, knn_k=5)
+    assert all(hi - lo <= 2**20 // (12 * n) and shape == (hi - lo, n) for lo, hi, shape in shapes)
+    assert [lo for lo, _, _ in shapes] == sorted({lo for lo, _, _ in shapes}) and shapes[-1][1] == n
+    assert sum(hi - lo for lo, hi, _ in shapes) == n
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 2**34)  # everything in one block
+    assert retrieval_scores(x, y, knn_k=5) == pytest.approx(blocked, abs=1e-12)
+
+
+def test_equal_distances_rank_in_index_order():
+    # Items 0-3 at one point, classes 0, 1, 0, 1; items 4 and 5 (classes 0, 1) one apart, far away.
+    # Nearest others in index order: 0 -> 1 (wrong), 1 -> 0, 2 -> 0 (right), 3 -> 0, 4 -> 5, 5 -> 4.
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 6.0]])
+    y = np.array([0, 1, 0, 1, 0, 1])
+    items = metrics._Items(x, torch.device("cpu"))
+    order = metrics._nearest(items.distances("euclidean", items.products(0, 6), 0, 6), 0, 2)
+    assert order.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1], [5, 0], [4, 0]]
+    assert retrieval_scores(x, y, knn_k=1)["precision_at_1"] == pytest.approx(1 / 6)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_search_runs_on_the_compute_device_with_the_cpus_numbers(device):
+    # The same code on every device; on a GPU machine this compares the GPU with the CPU.
+    x, y = blobs(n=600, seed=3)
+    on_cpu = metrics.retrieval_by_distance(x, y, knn_k=5, device=torch.device("cpu"))
+    here = metrics.retrieval_by_distance(x, y, knn_k=5, device=torch.device(device))
+    for name in ("euclidean", "cosine"):
+        assert here[name] == pytest.approx(on_cpu[name], abs=2 / len(x))  # at most a near-tie apart
