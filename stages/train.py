@@ -89,6 +89,8 @@ def _train(args, params, method_cls, device: torch.device) -> None:
         "seed": args.seed,
     }
     if not method.trains:
+        if not distributed.is_main():
+            return  # rank 0 writes the checkpoint
         write_curve(args.curve, [])
         save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
