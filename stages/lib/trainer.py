@@ -127,7 +127,8 @@ def _run_batches(
         if flip_rng is not None and hflip > 0:  # drawn for the whole batch, the same on every process
             flip = host_to_device((flip_rng.random(len(index)) < hflip)[part.positions], device)
         labels = host_to_device(data.labels[mine], device)
-        batch_labels = host_to_device(data.labels[index], device) if method.batch_wide else None
+        whole = method.batch_wide and len(part.rows) > 1  # a batch-wide loss on several processes
+        batch_labels = host_to_device(data.labels[index], device) if whole else None
         x = normalise(images, flip, out=x)
         with torch.set_grad_enabled(optimizer is not None), torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None

@@ -129,7 +129,7 @@ def test_a_killed_stage_takes_its_training_processes_with_it(ws):
     proc, pids, checkpoint = start_and_wait_for_checkpoint(ws, "orphans")
     try:
         proc.send_signal(signal.SIGKILL)  # the launcher only, as an OOM kill would
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)  # (its output pipes stay open while any training process lives)
         deadline = time.monotonic() + 30
         while any(Path(f"/proc/{pid}").exists() and rank_of(pid) is not None for pid in pids.values()):
             assert time.monotonic() < deadline, "training processes outlived their killed stage"
@@ -138,4 +138,5 @@ def test_a_killed_stage_takes_its_training_processes_with_it(ws):
         for pid in pids.values():
             if rank_of(pid) is not None:
                 os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
     assert checkpoint.exists() and not (ws.root / "orphans/model").exists()
