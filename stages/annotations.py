@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 from stages.lib import cli
-from stages.lib.annotations import SOURCE_FILE, UNUSED_FILE, is_annotation_file
 from stages.lib.atomic import atomic_dir, write_json
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.params import AnnotationsSource
@@ -30,6 +29,8 @@ def collect(root: Path, origin: str) -> dict[str, Path]:
     Skips hidden files and macOS `__MACOSX` folders; the same name twice with different content
     is an error, since the split could not know which one is meant.
     """
+    from stages.lib.annotations import is_annotation_file
+
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).parts
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (data/raw/annotations)")
     p.add_argument("--cache", type=Path, required=True, help="folder kept between runs for the archive")
     args = p.parse_args(argv)
+    from stages.lib.annotations import SOURCE_FILE, UNUSED_FILE  # imported only now: `--help` answers at once
+
     params = cli.params_of(args)
     with atomic_dir(args.out) as tmp:
         if params.split.source != "annotations":

@@ -7,9 +7,7 @@ import logging
 from pathlib import Path
 
 from stages.lib import cli
-from stages.lib.decoded import decode_to_file
 from stages.lib.errors import stage_main
-from stages.lib.manifest import read_manifest
 
 log = logging.getLogger("stages.decode")
 
@@ -20,6 +18,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--raw", type=Path, required=True, help="downloaded dataset folder (data/raw/<dataset>)")
     p.add_argument("--out", type=Path, required=True, help="output file (data/decoded/<dataset>.npy)")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    from stages.lib.decoded import decode_to_file
+    from stages.lib.manifest import read_manifest
+
     params = cli.params_of(args)
     manifest = read_manifest(args.raw)
     paths = [args.raw / rel for rel in manifest["path"]]

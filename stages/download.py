@@ -1,7 +1,9 @@
 """download@D: fetch a dataset into `data/raw/D/` (images one folder per class + manifest.csv).
 
-The only stage family allowed to use the network. The output folder appears whole or not at all;
-downloaded archives are kept in a cache folder so an interrupted download resumes.
+A dataset of your own (a folder or a CSV in `sources.D`) is checked and copied in; `source@D`
+links it where DVC watches it. The only stage family allowed to use the network. The output
+folder appears whole or not at all; downloaded archives are kept in a cache folder so an
+interrupted download resumes.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ import logging
 from pathlib import Path
 
 from stages.lib import cli
-from stages.lib.atomic import atomic_dir
-from stages.lib.datasets import DATASETS, DatasetSpec
+from stages.lib.datasets import DATASETS, DatasetSpec, dataset_spec
 from stages.lib.errors import stage_main
-from stages.lib.manifest import IMAGES, MANIFEST, scan
 
 log = logging.getLogger("stages.download")
 
@@ -35,19 +35,27 @@ def check_counts(spec: DatasetSpec, counts: dict[str, int]) -> list[str]:
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("download", __doc__.splitlines()[0])
-    p.add_argument("dataset", help=f"one of: {', '.join(DATASETS.names())}")
+    p.add_argument("dataset", help=f"one of: {', '.join(DATASETS.names())}, or yours (sources.<name>: folder or csv)")
     p.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/raw/<dataset>")
     p.add_argument("--cache", type=Path, required=True, help="folder kept between runs for archives")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    from stages.lib.atomic import atomic_dir
+    from stages.lib.manifest import IMAGES, MANIFEST, scan
+
     params = cli.params_of(args)
-    spec = DATASETS.get(args.dataset)
+    spec = dataset_spec(args.dataset, params.sources, args.params.resolve().parent)
     source = params.source(args.dataset)
     cache = args.cache
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_dir(args.out) as tmp:
         (tmp / IMAGES).mkdir()
-        spec.fetch(source, tmp / IMAGES, cache)
+        given = spec.fetch(source, tmp / IMAGES, cache)
         manifest = scan(tmp, spec.group_of)
+        for column, values in (given or {}).items():  # e.g. a CSV's groups and split
+            manifest[column] = manifest["path"].map(values)
+            if manifest[column].isna().any():
+                raise RuntimeError(f"{args.dataset}: fetch gave no {column} for some of its images")
         manifest.to_csv(tmp / MANIFEST, index=False, lineterminator="\n")
     counts = manifest.groupby("class").size().to_dict()
     for warning in check_counts(spec, counts):

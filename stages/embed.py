@@ -1,22 +1,18 @@
 """embed@D-M-S: embeddings of every test image from the selected checkpoint (no augmentation).
 
-Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32), `labels`, `paths`, `classes`.
+Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32, always computed in fp32),
+`labels`, `paths`, `rows` (of the decoded array), `classes`, and `run` (JSON: the training run's
+`leak` counts and `triplet_pool`, from its meta.json, for the evaluate stage to record).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from stages.lib import cli
-from stages.lib.arrays import save_npz
-from stages.lib.device import configure_determinism, pick_device
-from stages.lib.embedding import embed_pixels
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.models import load_backbone
-from stages.lib.splitdata import read_table, split_pixels
 
 log = logging.getLogger("stages.embed")
 
@@ -31,6 +27,15 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, required=True, help="output .npz (data/embeddings/<dataset>/<method>/seed<S>.npz)"
     )
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    import numpy as np
+
+    from stages.lib.arrays import save_npz
+    from stages.lib.device import configure_determinism, pick_device
+    from stages.lib.embedding import embed_pixels
+    from stages.lib.models import load_backbone
+    from stages.lib.splitdata import read_table, split_pixels
+
     params = cli.params_of(args)
     backbone, meta = load_backbone(args.model)
     size = int(meta["image_size"])
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     pixels = split_pixels(args.decoded, table, size)
     device = pick_device(params.train.device)
     configure_determinism(params.train.deterministic, device)
-    embeddings = embed_pixels(backbone, pixels, device, params.embed.batch_size, params.train.precision)
+    # Always fp32: the test images are embedded in full precision whatever training used.
+    embeddings = embed_pixels(backbone, pixels, device, params.embed.batch_size, "fp32")
     if not np.isfinite(embeddings).all():
         raise PipelineError(f"the model in {args.model} gives non-finite embeddings; its training diverged")
     save_npz(
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         labels=table["label"].to_numpy(dtype=np.int64),
         paths=table["path"].to_numpy(dtype=str),
         classes=np.array(meta["classes"], dtype=str),
+        rows=table["row"].to_numpy(dtype=np.int64),
+        run=np.array(json.dumps({k: meta[k] for k in ("leak", "triplet_pool") if k in meta}, sort_keys=True)),
     )
     log.info("%d test embeddings of dimension %d -> %s", *embeddings.shape, args.out)
 

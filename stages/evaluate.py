@@ -1,21 +1,36 @@
-"""evaluate@D-M-S: K-means accuracy (Hungarian-matched, each image scored against its own label),
-NMI and ARI of the test embeddings, the K-means accuracy's spread over K-means seeds, and
-leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), written to `metrics/D/M/seedS.json`."""
+"""evaluate@D-M-S: how good the test embeddings are, with their uncertainty and their leaks.
+
+K-means accuracy (Hungarian-matched, each image scored against its own label) with its 95%
+bootstrap interval over test images, NMI, ARI, the spread over K-means initialisations,
+leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-normalised embeddings
+(`l2`), and the run's `leak` counts and `triplet_pool` (from training), written to
+`metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from stages.lib import cli
-from stages.lib.arrays import load_npz
-from stages.lib.atomic import write_json
-from stages.lib.errors import stage_main
-from stages.lib.metrics import embedding_scores
+from stages.lib.errors import PipelineError, stage_main
 
 log = logging.getLogger("stages.evaluate")
+
+PREDICTION_COLUMNS = ["row", "path", "label", "cluster", "predicted", "correct", "cluster_l2", "predicted_l2",
+                      "correct_l2"]
+
+
+def rounded(value):
+    """Floats rounded to 6 decimals, inside lists and dicts too (stable, readable JSON)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
 
 
 @stage_main
@@ -23,24 +38,49 @@ def main(argv: list[str] | None = None) -> None:
     p = cli.parser("evaluate", __doc__.splitlines()[0])
     p.add_argument("--embeddings", type=Path, required=True, help="embeddings .npz from the embed stage")
     p.add_argument("--out", type=Path, required=True, help="metrics JSON (metrics/<dataset>/<method>/seed<S>.json)")
+    p.add_argument("--predictions", type=Path, required=True,
+                   help="per-image clustering CSV (data/predictions/<dataset>/<method>/seed<S>.csv)")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    import numpy as np
+    import pandas as pd
+
+    from stages.lib.arrays import load_npz
+    from stages.lib.atomic import atomic_path, write_json
+    from stages.lib.metrics import evaluate_embeddings
+
     params = cli.params_of(args)
-    data = load_npz(args.embeddings, ("embeddings", "labels"))
+    data = load_npz(args.embeddings, ("embeddings", "labels", "paths", "rows", "run"))
+    try:
+        run = json.loads(str(data["run"]))
+        leak, pool = run["leak"], run.get("triplet_pool")
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PipelineError(f"{args.embeddings} has no readable run record ({exc}); re-run the embed stage") from None
     labels = data["labels"]
     e = params.evaluate
-    scores = embedding_scores(
+    scores, per_image = evaluate_embeddings(
         data["embeddings"], labels, n_init=e.kmeans_n_init, seed=e.kmeans_seed,
         kmeans_repeats=e.kmeans_repeats, knn_k=e.knn_k, distance=e.distance,
+        bootstrap_resamples=e.bootstrap_resamples, bootstrap_seed=e.bootstrap_seed,
     )
     metrics = {
-        **{k: round(v, 6) for k, v in scores.items()},
+        **rounded(scores),
         "n_test": int(len(labels)),
         "n_classes": int(len(np.unique(labels))),
+        "leak": {k: int(v) for k, v in leak.items()},
     }
+    if pool is not None:
+        metrics["triplet_pool"] = pool
+    table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": labels, **per_image})
+    for column in ("correct", "correct_l2"):
+        table[column] = table[column].astype(int)
+    with atomic_path(args.predictions) as tmp:
+        table[PREDICTION_COLUMNS].to_csv(tmp, index=False, lineterminator="\n")
     write_json(args.out, metrics)
+    lo, hi = scores["kmeans_acc_ci95"]
     log.info(
-        "K-means accuracy %.4f (std %.4f over %d seeds), NMI %.4f, ARI %.4f, P@1 %.4f, MAP@R %.4f, %d-NN %.4f -> %s",
-        scores["kmeans_acc"], scores["kmeans_acc_std"], e.kmeans_repeats, scores["nmi"], scores["ari"],
+        "K-means accuracy %.4f (95%% CI %.4f-%.4f; L2-normalised %.4f), NMI %.4f, ARI %.4f, P@1 %.4f, MAP@R %.4f, "
+        "%d-NN %.4f -> %s", scores["kmeans_acc"], lo, hi, scores["l2"]["kmeans_acc"], scores["nmi"], scores["ari"],
         scores["precision_at_1"], scores["map_at_r"], e.knn_k, scores["knn_acc"], args.out,
     )
 

@@ -1,10 +1,13 @@
 """split@D: train/val/test tables, from the study's own lists or generated from `seed`.
 
-Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group) and `classes.json`.
-`row` indexes the decoded image array, which follows the manifest's order. With
+Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group), `classes.json`,
+`pool.csv` (every downloaded image: what `triplet.pool: study` draws from) and `checks.json`
+(leak counts of the tables: `stages.lib.leaks`). `row` indexes the decoded image array, which
+follows the manifest's order. With
 `split.source: annotations` the tables are the study's lists (its `low_data_` lists when
 `shots: 15`), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its triplet
-lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`.
+lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`
+(a CSV source's own `split` column, when it has one, replaces the generated split).
 """
 
 from __future__ import annotations
@@ -12,16 +15,50 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stages.lib import cli
-from stages.lib.annotations import study_splits
-from stages.lib.atomic import atomic_dir
-from stages.lib.datasets import DATASETS
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.manifest import read_manifest
-from stages.lib.splits import SPLITS, build_splits, few_shot
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from stages.lib.datasets import DatasetSpec
+    from stages.lib.params import Params
 
 log = logging.getLogger("stages.split")
+
+
+def generated_tables(
+    manifest: pd.DataFrame, params: Params, spec: DatasetSpec, dataset: str
+) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The generated split (`split.source: generated`): stratified, grouped tables from `seed` (or,
+    for a CSV source with a `split` column, the user's own split as given), the k-shot subset of
+    train, each row with its manifest `row` (the index of its decoded image)."""
+    from stages.lib.splits import SPLITS, build_splits, few_shot, given_splits
+
+    per_class = params.split.test_per_class
+    if per_class == "study":
+        per_class = spec.study_test_per_class  # None: the study did not use it, test_fraction applies
+    try:
+        if "split" in manifest.columns:  # a CSV source's own split column, used as given
+            generated = given_splits(manifest)
+        else:
+            generated = build_splits(
+                manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
+                seed=params.seed, test_per_class=per_class,
+            )
+        train = few_shot(generated.train, params.shots, params.seed, dataset)
+    except PipelineError as exc:
+        if spec.origin is None:
+            raise
+        raise PipelineError(f"{spec.origin}: {exc}") from None  # your own dataset: name its folder or CSV
+    columns = ["row", "path", "label", "class", "group"]
+    tables = {}
+    for name, table in zip(SPLITS, (train, generated.val, generated.test), strict=True):
+        table = table.merge(manifest[["path", "row"]], on="path", how="left", validate="one_to_one")
+        tables[name] = table.sort_values("row")[columns]
+    return tables, generated.classes
 
 
 @stage_main
@@ -32,12 +69,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--annotations", type=Path, help="the study's lists (data/raw/annotations), if split.source is so")
     p.add_argument("--out", type=Path, required=True, help="output folder (data/splits/<dataset>)")
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    from stages.lib.annotations import study_splits
+    from stages.lib.atomic import atomic_dir
+    from stages.lib.datasets import dataset_spec
+    from stages.lib.manifest import read_manifest
+
     params = cli.params_of(args)
     manifest = read_manifest(args.raw).reset_index(drop=True)
     manifest["row"] = manifest.index
     if manifest["class"].nunique() < 2:
         raise PipelineError(f"{args.raw}: {args.dataset} has fewer than 2 classes; nothing to compare")
-    spec = DATASETS.get(args.dataset)
+    spec = dataset_spec(args.dataset, params.sources, args.params.resolve().parent)
     if params.split.source == "annotations":
         if spec.annotation_prefix is None:
             raise PipelineError(f"the study published no split lists for {args.dataset}; set split.source: generated")
@@ -52,29 +95,39 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("%s", warning)
         tables, classes = study.tables, study.classes
     else:
-        per_class = params.split.test_per_class
-        if per_class == "study":
-            per_class = spec.study_test_per_class  # None: the study did not use it, test_fraction applies
-        generated = build_splits(
-            manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
-            seed=params.seed, test_per_class=per_class,
-        )
-        train = few_shot(generated.train, params.shots, params.seed, args.dataset)
-        columns = ["row", "path", "label", "class", "group"]
-        tables = {}
-        for name, table in zip(SPLITS, (train, generated.val, generated.test), strict=True):
-            table = table.merge(manifest[["path", "row"]], on="path", how="left", validate="one_to_one")
-            tables[name] = table.sort_values("row")[columns]
-        classes = generated.classes
+        tables, classes = generated_tables(manifest, params, spec, args.dataset)
+    label = {name: i for i, name in enumerate(classes)}
+    pool = manifest.assign(label=manifest["class"].map(label))[["row", "path", "label", "class", "group"]]
+    checks = list_checks(tables)
     with atomic_dir(args.out) as tmp:
         for name, table in tables.items():
             table.to_csv(tmp / f"{name}.csv", index=False, lineterminator="\n")
+        pool.to_csv(tmp / "pool.csv", index=False, lineterminator="\n")
         (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
+        (tmp / "checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True) + "\n")
     log.info(
         "%s: %d train / %d val / %d test images, %d classes (split.source=%s, shots=%d)",
         args.dataset, len(tables["train"]), len(tables["val"]), len(tables["test"]), len(classes),
         params.split.source, params.shots,
     )
+
+    for view, counts in checks.items():
+        log.info("%s: %s", view, ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def list_checks(tables: dict) -> dict[str, dict[str, int]]:
+    """Leak counts of the classification tables and, where the split has them, of the study's
+    triplet lists (against its train list), with how many anchors those lists repeat."""
+    from stages.lib.leaks import run_leak
+
+    checks = {"classification": run_leak(tables["train"], tables["val"], tables["test"])}
+    if "triplet_train" in tables:
+        checks["triplet"] = {
+            **run_leak(tables["triplet_train"], tables["triplet_val"], tables["test"], listed_train=tables["train"]),
+            "repeated_anchors_train": int(tables["triplet_train"]["row"].duplicated().sum()),
+            "repeated_anchors_val": int(tables["triplet_val"]["row"].duplicated().sum()),
+        }
+    return checks
 
 
 if __name__ == "__main__":

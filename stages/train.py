@@ -1,9 +1,9 @@
 """train@D-M-S: fine-tune the backbone with method M and training seed S on dataset D's training split.
 
 Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
-(`model.safetensors`, `meta.json`); per-epoch losses go to a CSV that DVC draws as a plot.
-With `train.processes: N > 1` the stage runs itself as N processes under torchrun
-(DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
+(`model.safetensors`, `meta.json`, with the run's leak counts); per-epoch losses (and the selected
+epoch) go to a CSV that the report draws. With `train.processes: N > 1` the stage runs itself as
+N processes under torchrun (DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from stages.lib import cli, distributed
-from stages.lib.device import configure_determinism, pick_device
+from stages.lib import cli
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.methods import METHODS
-from stages.lib.models import build_backbone, save_checkpoint
-from stages.lib.splitdata import read_classes, read_table, split_pixels
-from stages.lib.trainer import SplitData, clear_resume, fit, folder_digest, write_curve
-from stages.weights import weights_file
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from stages.lib.methods import Method
+    from stages.lib.trainer import SplitData
 
 log = logging.getLogger("stages.train")
 
@@ -31,7 +32,7 @@ log = logging.getLogger("stages.train")
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("train", __doc__.splitlines()[0])
     p.add_argument("dataset", help="dataset name")
-    p.add_argument("method", help=f"one of: {', '.join(METHODS.names())}")
+    p.add_argument("method", help="method name (one of params.yaml `methods`)")
     p.add_argument("--seed", type=int, required=True, help="training seed (one of params.yaml `seeds`)")
     p.add_argument("--splits", type=Path, required=True, help="split tables (data/splits/<dataset>)")
     p.add_argument("--decoded", type=Path, required=True, help="decoded images (data/decoded/<dataset>.npy)")
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> None:
         "default: no resuming",
     )
     args = p.parse_args(argv)
+    # imported only now, so that `--help` answers at once
+    from stages.lib import distributed
+    from stages.lib.device import pick_device
+    from stages.lib.methods import METHODS
+
     params = cli.params_of(args)
     method_cls = METHODS.get(args.method)
     if args.seed not in params.seeds:
@@ -52,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     if processes > 1 and method_cls.trains and not distributed.launched():
         hint = (f"re-run to continue from the last epoch saved in {args.resume_dir}" if args.resume_dir
                 else "re-run to train again")
-        distributed.launch("stages.train", list(sys.argv[1:] if argv is None else argv), processes, hint=hint)
+        stopped = (f"every finished epoch is kept in {args.resume_dir}; the next `dvc repro` resumes after the last"
+                   if args.resume_dir else "nothing was kept")
+        distributed.launch("stages.train", list(sys.argv[1:] if argv is None else argv), processes, hint=hint,
+                           stopped=stopped)
         log.info("%d training processes finished -> %s", processes, args.out)
         return
     with distributed.reporting_to_launcher():
@@ -74,6 +83,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def _train(args, params, method_cls, device: torch.device) -> None:
     """Train on this process (one rank of several, or alone); rank 0 writes the results."""
+    import torch
+
+    from stages.lib import distributed
+    from stages.lib.device import configure_determinism
+    from stages.lib.leaks import no_leak
+    from stages.lib.models import build_backbone, save_checkpoint
+    from stages.lib.splitdata import read_classes
+    from stages.lib.trainer import clear_resume, fit, folder_digest, write_curve
+    from stages.weights import weights_file
+
     classes = read_classes(args.splits)
     torch.manual_seed(args.seed)
     configure_determinism(params.train.deterministic, device)
@@ -88,20 +107,16 @@ def _train(args, params, method_cls, device: torch.device) -> None:
         "classes": classes,
         "seed": args.seed,
     }
+    if method.pool is not None:
+        meta["triplet_pool"] = method.pool
     if not method.trains:
         if not distributed.is_main():
             return  # rank 0 writes the checkpoint
         write_curve(args.curve, [])
-        save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0})
+        save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0, "leak": no_leak()})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
         return
-    size = params.model.image_size
-    data = {}
-    for name in ("train", "val"):
-        study = method.study_tables.get(name)  # the study's triplet lists, where the split has them
-        table = read_table(args.splits, study if study and (args.splits / f"{study}.csv").is_file() else name)
-        negatives = table["negative_label"].to_numpy() if "negative_label" in table.columns else None
-        data[name] = SplitData(split_pixels(args.decoded, table, size), table["label"].to_numpy(), negatives)
+    data, meta["leak"] = training_data(method, args.splits, args.decoded, params.model.image_size)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s%s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
@@ -124,6 +139,73 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     save_checkpoint(args.out, backbone, head, meta)
     clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
     log.info("best epoch %d (val loss %.4f) -> %s", result.best_epoch, result.best_val_loss, args.out)
+
+
+def training_data(
+    method: Method, splits: Path, decoded: Path, size: int
+) -> tuple[dict[str, SplitData], dict[str, int]]:
+    """What `fit` trains on and picks its epoch with (`train` and `val`: `training_tables` decoded by
+    `decoded_splits`), and the run's leak counts against the split's test table."""
+    from stages.lib.leaks import run_leak
+    from stages.lib.splitdata import read_table
+
+    tables, pool, listed_train = training_tables(splits, method)
+    leak = run_leak(tables["train"], tables["val"], read_table(splits, "test"), pool=pool, listed_train=listed_train)
+    return decoded_splits(decoded, tables, pool, size), leak
+
+
+def training_tables(
+    splits: Path, method: Method
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None, pd.DataFrame | None]:
+    """The `train` and `val` tables the method uses (the study's triplet lists where the split has
+    them), the sampling pool (every downloaded image) when the method draws from it, and, when the
+    study's triplet list stands in for `train`, the split's own train list to check it against."""
+    from stages.lib.splitdata import read_table
+
+    tables, listed_train = {}, None
+    for name in ("train", "val"):
+        study = method.study_tables.get(name)
+        if study and (splits / f"{study}.csv").is_file():
+            tables[name] = read_table(splits, study)
+            if name == "train":
+                listed_train = read_table(splits, "train")
+        else:
+            tables[name] = read_table(splits, name)
+    pool = read_table(splits, "pool") if method.pool == "study" else None
+    return tables, pool, listed_train
+
+
+def decoded_splits(
+    decoded: Path, tables: dict[str, pd.DataFrame], pool: pd.DataFrame | None, size: int
+) -> dict[str, SplitData]:
+    """The decoded training and validation data. Without a pool, each table's own pixels (rows in
+    table order, `images` their manifest rows); with one, the pool's pixels once, shared, and each
+    table's images as `anchors` into it."""
+    import numpy as np
+
+    from stages.lib.splitdata import split_pixels
+    from stages.lib.trainer import SplitData
+
+    if pool is None:
+        return {
+            name: SplitData(split_pixels(decoded, table, size), table["label"].to_numpy(), _negatives(table),
+                            images=table["row"].to_numpy())
+            for name, table in tables.items()
+        }
+    if not np.array_equal(pool["row"].to_numpy(), np.arange(len(pool))):
+        raise PipelineError("pool.csv does not list the download in manifest order; re-run the split stage")
+    pixels, labels = split_pixels(decoded, pool, size), pool["label"].to_numpy()
+    data = {}
+    for name, table in tables.items():
+        anchors = table["row"].to_numpy()
+        if not np.array_equal(labels[anchors], table["label"].to_numpy()):
+            raise PipelineError(f"{name} and pool.csv disagree on labels; re-run the split stage")
+        data[name] = SplitData(pixels, labels, _negatives(table), anchors=anchors)
+    return data
+
+
+def _negatives(table: pd.DataFrame) -> np.ndarray | None:
+    return table["negative_label"].to_numpy() if "negative_label" in table.columns else None
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""umap@D-M-S: a 2-D UMAP picture of the test embeddings, coloured by class, titled with the
-dataset, method, shots and K-means accuracy (`plots/umap/D_M_seedS.png`)."""
+"""umap@D-M-S: a 2-D UMAP picture of the test embeddings, coloured by class, each class named where
+it lies, titled with the dataset, method, shots and K-means accuracy (`plots/umap/D_M_seedS.png`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.lib import cli
-from stages.lib.arrays import load_npz
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.params import UmapParams
-from stages.lib.plotting import save_figure, scatter_by_class
 
 log = logging.getLogger("stages.umap")
 
@@ -57,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="output PNG (plots/umap/<dataset>_<method>_seed<S>.png)")
     args = p.parse_args(argv)
     params = cli.params_of(args)
+    from stages.lib.arrays import load_npz
+    from stages.lib.plotting import method_label, save_figure, scatter_by_class
+
     data = load_npz(args.embeddings, ("embeddings", "labels", "classes"))
     try:
         accuracy = float(json.loads(args.metrics.read_text())["kmeans_acc"])
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     points = project(data["embeddings"], params.umap)
     shots = "all images" if params.shots == 0 else f"{params.shots} per class"
     seed = "" if args.seed is None else f" · seed {args.seed}"
-    title = f"{args.dataset} · {args.method} · {shots}{seed} · K-means accuracy {accuracy:.1%}"
+    method = method_label(args.method, params.model.pretrained)
+    title = f"{args.dataset} · {method} · {shots}{seed} · K-means accuracy {accuracy:.1%}"
     fig = scatter_by_class(points, data["labels"], [str(c) for c in data["classes"]], title)
     save_figure(fig, args.out)
     log.info("UMAP of %d embeddings -> %s", len(points), args.out)

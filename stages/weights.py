@@ -10,12 +10,9 @@ import json
 import logging
 from pathlib import Path
 
-import timm
-
 from stages.lib import cli
 from stages.lib.atomic import atomic_dir
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.models import WEIGHTS_FILE, build_backbone
 
 log = logging.getLogger("stages.weights")
 
@@ -24,6 +21,8 @@ INFO_FILE = "info.json"
 
 def hub_url(model_name: str) -> str:
     """The safetensors file of `model_name`'s pretrained tag on the Hugging Face hub (from timm)."""
+    import timm  # imported only here, so that `--help` answers at once
+
     try:
         cfg = timm.models.get_pretrained_cfg(model_name)
     except RuntimeError:
@@ -39,6 +38,8 @@ def hub_url(model_name: str) -> str:
 
 def weights_file(folder: Path) -> Path | None:
     """The weights file the `weights` stage left in `folder`, or None for random initialisation."""
+    from stages.lib.models import WEIGHTS_FILE
+
     try:
         info = json.loads((folder / INFO_FILE).read_text())
     except FileNotFoundError:
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         info: dict = {"model": model.name, "pretrained": model.pretrained}
         if model.pretrained:
             from stages.lib.fetch import download
+            from stages.lib.models import WEIGHTS_FILE, build_backbone
 
             source = params.sources["weights"]
             url = source.url or hub_url(model.name)

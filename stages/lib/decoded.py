@@ -31,7 +31,8 @@ def decode_to_file(paths: Sequence[Path], size: int, out: Path, desc: str = "dec
         with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             results = pool.map(lambda p: load_resized(p, size), paths)
-            for index, pixels in enumerate(tqdm(results, total=len(paths), desc=desc, unit="img", leave=False)):
+            bar = tqdm(results, total=len(paths), desc=desc, unit="img", leave=False, disable=None)  # terminal only
+            for index, pixels in enumerate(bar):
                 array[index] = pixels
         array.flush()
         del array

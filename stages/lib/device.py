@@ -10,8 +10,8 @@ import torch
 
 from stages.lib.errors import PipelineError
 
-MEAN = (0.485, 0.456, 0.406)  # ImageNet, as in the study
-STD = (0.229, 0.224, 0.225)
+MEAN = (0.485, 0.456, 0.406)  # ImageNet, as in the study; a timm model's own config overrides them
+STD = (0.229, 0.224, 0.225)  # (`stages.lib.models.input_stats`)
 
 
 def pick_device(requested: str, local_rank: int | None = None, processes: int = 1) -> torch.device:
@@ -132,53 +132,65 @@ def to_device(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor
 
 
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel
+
+
 def normalise(
-    images: torch.Tensor, flip: torch.Tensor | None = None, out: torch.Tensor | None = None
+    images: torch.Tensor, flip: torch.Tensor | None = None, out: torch.Tensor | None = None,
+    stats: Stats = (MEAN, STD),
 ) -> torch.Tensor:
-    """uint8 images -> float, ImageNet-normalised; `flip` (bool per image) mirrors horizontally.
+    """uint8 images -> float, normalised with `stats` (mean, std per channel; the model's own, see
+    `stages.lib.models.input_stats`); `flip` (bool per image) mirrors horizontally.
 
     Equal to the study's `ToTensor()` + `Normalize(mean, std)` after `RandomHorizontalFlip`:
     the same float operations in the same order, so the same bits. On the CPU, `out` (a float32
     tensor of the same shape, e.g. the previous batch's, no longer needed) is filled instead of a
     fresh tensor: a new 100 MB batch costs tens of thousands of page faults.
     """
+    stats = (tuple(map(float, stats[0])), tuple(map(float, stats[1])))
     if images.device.type == "cpu":
-        return _normalise_cpu(images, flip, out)
-    return _normalise_torch(images, flip)
+        return _normalise_cpu(images, flip, out, stats)
+    return _normalise_torch(images, flip, stats)
 
 
-def _normalise_torch(images: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+def _normalise_torch(images: torch.Tensor, flip: torch.Tensor | None, stats: Stats) -> torch.Tensor:
     """`normalise` in torch operations, for accelerators: channels-last, as the model there."""
     if flip is not None:  # on uint8, and without asking the host whether any image flips (no sync)
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     x = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=torch.channels_last)
     x.copy_(images)
-    mean, std = _mean_std(x.device)
+    mean, std = _mean_std(x.device, stats)
     return x.div_(255.0).sub_(mean).div_(std)
 
 
 @functools.cache
-def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ImageNet mean and std on `device`, made once: `torch.tensor(..., device="cuda")` copies
+def _mean_std(device: torch.device, stats: Stats) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std on `device`, made once: `torch.tensor(..., device="cuda")` copies
     from pageable host memory, which waits for the GPU to finish all queued work."""
-    return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))
+    mean, std = stats
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
-_MEAN_CPU = np.array(MEAN, dtype=np.float32).reshape(3, 1, 1)
-_STD_CPU = np.array(STD, dtype=np.float32).reshape(3, 1, 1)
+@functools.cache
+def _mean_std_cpu(stats: Stats) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = stats
+    return np.array(mean, dtype=np.float32).reshape(3, 1, 1), np.array(std, dtype=np.float32).reshape(3, 1, 1)
 
 
-def _normalise_cpu(images: torch.Tensor, flip: torch.Tensor | None, out: torch.Tensor | None) -> torch.Tensor:
+def _normalise_cpu(
+    images: torch.Tensor, flip: torch.Tensor | None, out: torch.Tensor | None, stats: Stats
+) -> torch.Tensor:
     """`normalise` on the CPU, memory-bound there: one float buffer, filled image by image while
     the image is in cache (flipped through a negative-stride view, no flipped copies), instead of
     four passes over the whole batch and two more buffers for the flip. Bit-identical."""
     reusable = out is not None and out.shape == images.shape and out.dtype == torch.float32 and out.is_contiguous()
     x = out if reusable else torch.empty(images.shape, dtype=torch.float32)
     source, target = images.numpy(), x.numpy()
+    mean, std = _mean_std_cpu(stats)
     mirrored = flip.tolist() if flip is not None else [False] * len(target)
     for row, out in enumerate(target):
         np.copyto(out, source[row, :, :, ::-1] if mirrored[row] else source[row], casting="unsafe")
         np.divide(out, np.float32(255.0), out=out)
-        np.subtract(out, _MEAN_CPU, out=out)
-        np.divide(out, _STD_CPU, out=out)
+        np.subtract(out, mean, out=out)
+        np.divide(out, std, out=out)
     return x

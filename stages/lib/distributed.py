@@ -18,8 +18,10 @@ its own slice (`shard`), so the experiment is the same whatever N is:
   picks the same best epoch; only rank 0 writes files (`main_only`) and logs.
 
 A rank that fails tells the launcher through torchrun's error file; the launcher turns the
-root cause into one `PipelineError` line. A rank dies with its launcher, so a killed stage
-leaves no orphans that keep writing.
+root cause into one `PipelineError` line. Ctrl-C or SIGTERM stops every rank as it stops one
+process (the trainer keeps the last finished epoch, written by rank 0) and the stage ends with
+one `Interrupted` line. A rank dies with its launcher, so a killed stage leaves no orphans that
+keep writing.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import torch.distributed as dist
 from torch import nn
 
 from stages.lib.device import process_group_backend
-from stages.lib.errors import PipelineError
+from stages.lib.errors import Interrupted, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +111,27 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def launch(module: str, argv: list[str], processes: int, *, hint: str = "") -> None:
+def launch(module: str, argv: list[str], processes: int, *, hint: str = "", stopped: str = "") -> None:
     """Run `python -m module argv` as `processes` ranks on this machine under PyTorch's elastic
     launcher (torchrun --standalone, no restarts); return when all have finished.
 
-    Each rank gets OMP_NUM_THREADS = cores / processes (unless set) and this `stages` package on
-    its path. A failed run raises one `PipelineError` naming the root cause (a rank killed by a
-    signal, or a rank's own error), with `hint` added where a rank was lost.
+    Each rank gets OMP_NUM_THREADS = the stage's threads (OMP_NUM_THREADS, else the cores) divided
+    by `processes`, and this `stages` package on its path. A failed run raises one `PipelineError`
+    naming the root cause (a rank killed by a signal, or a rank's own error), with `hint` added
+    where a rank was lost. Ctrl-C or SIGTERM (the launcher passes it to the ranks, which stop as one
+    process does) raises `Interrupted` saying `stopped` (what was kept).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    budget = int(threads) if threads.isdigit() and int(threads) > 0 else cores  # the stage's threads, shared out
     package_root = str(Path(__file__).resolve().parents[2])
     args = parse_args(["--standalone", f"--nproc-per-node={processes}", "--max-restarts=0", "--module", module, *argv])
     env = {
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, cores // processes))),
+        "OMP_NUM_THREADS": str(max(1, budget // processes)),
         "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p),
     }
     with _environment(env), _quiet_elastic_logs():
@@ -134,9 +140,9 @@ def launch(module: str, argv: list[str], processes: int, *, hint: str = "") -> N
         except ChildFailedError as exc:
             raise PipelineError(_root_cause(exc, processes, hint)) from None
         except SignalException as exc:
-            name = signal.Signals(exc.sigval).name
-            raise PipelineError(f"the training run was stopped by {name}; its {processes} processes ended"
-                                + (f"; {hint}" if hint else "")) from None
+            error = Interrupted(f"its {processes} training processes stopped" + (f"; {stopped}" if stopped else ""))
+            error.signal = signal.Signals(exc.sigval)  # the launcher's handler took it; stage_main names it
+            raise error from None
 
 
 def _root_cause(exc: Any, processes: int, hint: str) -> str:
@@ -163,6 +169,8 @@ def _root_cause(exc: Any, processes: int, hint: str) -> str:
         return message
     if what == "lost":
         return f"training process rank {rank} of {processes}: {message}" + (f"; {hint}" if hint else "")
+    if what == "stopped":  # only stopped ranks: one was stopped from outside the launcher
+        return f"training process rank {rank} of {processes} was stopped ({message})" + (f"; {hint}" if hint else "")
     return (f"training process rank {rank} of {processes} failed: {message} (its traceback is above)"
             + (f"; {hint}" if hint else ""))
 
@@ -201,8 +209,9 @@ def _quiet_elastic_logs() -> Iterator[None]:
 # --- a rank ---------------------------------------------------------------------------------
 
 
-class Stopped(SystemExit):
-    """SIGTERM in a rank: the launcher stops the others after one failed; finally-blocks run."""
+class Stopped(KeyboardInterrupt):
+    """SIGTERM in a rank (from the launcher: the run was stopped, or another rank failed): the rank
+    stops as one process does on Ctrl-C (the trainer keeps the last finished epoch)."""
 
 
 def init(device: torch.device) -> World:
@@ -210,6 +219,7 @@ def init(device: torch.device) -> World:
     warnings only; every rank dies with its launcher and unwinds (atomic writes clean up) on SIGTERM."""
     _die_with_parent()
     signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGINT, _raise_stopped)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(process_group_backend(device))
@@ -227,7 +237,11 @@ def finish() -> None:
 
 
 def _raise_stopped(signum: int, frame: Any) -> None:
-    raise Stopped(STOPPED_EXIT)
+    """Stop once: Ctrl-C reaches a rank twice (from the terminal, then passed on by the launcher),
+    and a second interruption must not cut short the saving of the last epoch."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signum).name)
 
 
 def _die_with_parent() -> None:
@@ -258,7 +272,8 @@ def reporting_to_launcher() -> Iterator[None]:
     except PipelineError as exc:
         _record(error_file, "error", " ".join(str(exc).splitlines()))
         raise SystemExit(1) from None
-    except (Stopped, KeyboardInterrupt):
+    except KeyboardInterrupt as exc:  # stopped (the trainer kept what it could): not a cause
+        _record(error_file, "stopped", " ".join(str(exc).splitlines()))
         raise SystemExit(STOPPED_EXIT) from None
     except Exception as exc:
         if _lost_peer(exc):

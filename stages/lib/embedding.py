@@ -8,21 +8,25 @@ from torch import nn
 from tqdm import tqdm
 
 from stages.lib.device import autocast_dtype, normalise, prepare_model, to_device
+from stages.lib.models import input_stats
 
 
 def embed_pixels(
     backbone: nn.Module, pixels: np.ndarray, device: torch.device, batch_size: int, precision: str = "fp32"
 ) -> np.ndarray:
-    """float32 embeddings (N x D) of uint8 pixels (N x H x W x 3), in order."""
+    """float32 embeddings (N x D) of uint8 pixels (N x H x W x 3), in order, normalised with the
+    model's own mean and std (`input_stats`). The embed stage always uses `fp32` (the test images
+    are embedded in full precision whatever `train.precision` trained with)."""
+    stats = input_stats(backbone)
     backbone = prepare_model(backbone, device).eval()
     amp_dtype = autocast_dtype(precision, device)
     out = []
     with torch.inference_mode(), torch.autocast(
         device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     ):
-        for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False):
+        for start in tqdm(range(0, len(pixels), batch_size), desc="embed", unit="batch", leave=False, disable=None):
             images = to_device(pixels[start : start + batch_size], device)
-            out.append(backbone(normalise(images)).float())  # stays on the device: no sync per batch
+            out.append(backbone(normalise(images, stats=stats)).float())  # stays on the device: no sync per batch
     if not out:
         return np.zeros((0, getattr(backbone, "num_features", 0)), dtype=np.float32)
     return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)

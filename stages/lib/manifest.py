@@ -15,14 +15,18 @@ IMAGES = "images"
 
 
 def scan(root: Path, group_of: Callable[[str], str]) -> pd.DataFrame:
-    """List `root/images/<class>/<file>` as a manifest sorted by path; empty classes are errors."""
+    """List `root/images/<class>/<file>` (files at any depth below the class folder; hidden ones
+    skipped) as a manifest sorted by path; empty classes are errors."""
     images = root / IMAGES
     folders = sorted(p for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
     if not folders:
         raise PipelineError(f"{images} holds no class folders; the dataset download produced nothing")
     rows = []
     for folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p for p in folder.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        )
         if not files:
             raise PipelineError(f"class folder {folder} is empty; every class needs images")
         for path in files:
@@ -32,7 +36,7 @@ def scan(root: Path, group_of: Callable[[str], str]) -> pd.DataFrame:
                 {
                     "path": rel,
                     "class": folder.name,
-                    "group": f"{folder.name}/{group_of(f'{folder.name}/{path.name}')}",
+                    "group": f"{folder.name}/{group_of(path.relative_to(images).as_posix())}",
                     "bytes": len(data),
                     "sha256": hashlib.sha256(data).hexdigest(),
                 }

@@ -4,10 +4,12 @@ K-means accuracy is the study's measure: cluster the test embeddings into as man
 classes, match clusters to classes one-to-one (Hungarian), count the images whose matched
 cluster is their own class.
 
-Beside it: the spread of K-means accuracy over K-means seeds, and leave-one-out retrieval on
-the test set (precision@1, MAP@R as in Musgrave et al. 2020, "A Metric Learning Reality Check",
-and k-NN accuracy): an exact k-NN in blocks of queries (torch, on the GPU when there is one),
-scored by pytorch-metric-learning's own precision@1 and MAP@R (no faiss).
+Beside it: its 95% bootstrap interval over test images, the spread of K-means accuracy over
+single-initialisation K-means runs, every metric again on L2-normalised embeddings (the view that
+suits methods trained on angles: SupCon, NormSoftmax), and leave-one-out retrieval on the test
+set (precision@1, MAP@R as in Musgrave et al. 2020, "A Metric Learning Reality Check", and k-NN
+accuracy): an exact k-NN in blocks of queries (torch, on the GPU when there is one; memory linear
+in the test set), scored by pytorch-metric-learning's own precision@1 and MAP@R (no faiss).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pytorch_metric_learning.utils.accuracy_calculator import mean_average_precision, precision_at_k
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -25,25 +26,40 @@ from sklearn.metrics.cluster import contingency_matrix
 from stages.lib.device import block_bytes, compute_device
 
 
-def kmeans_clusters(embeddings: np.ndarray, n_clusters: int, *, n_init: int, seed: int) -> np.ndarray:
+def kmeans_clusters(
+    embeddings: np.ndarray, n_clusters: int, *, n_init: int, seed: int, overwrite: bool = False
+) -> np.ndarray:
     """Cluster ids from scikit-learn's K-means (`random_state=seed`, `n_init` initialisations).
 
-    On a float64 copy of our own, which K-means may centre in place (`copy_x=False`: the same
-    clusters, one N x D float64 copy fewer)."""
+    On a float64 copy made here, which K-means centres in place (`copy_x=False`: the same bits as
+    K-means centring a copy of its own, one N x D float64 copy fewer). `overwrite`: `embeddings` is
+    a float64 array the caller no longer needs, used as it is (no copy at all)."""
+    x = np.asarray(embeddings, dtype=np.float64) if overwrite else np.array(embeddings, dtype=np.float64)
     kmeans = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed, copy_x=False)
-    return kmeans.fit_predict(np.array(embeddings, dtype=np.float64, copy=True))
+    return kmeans.fit_predict(x)
 
 
-def matched_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
-    """Fraction of items whose cluster, matched one-to-one to a class by the Hungarian algorithm,
-    is their own class (`linear_sum_assignment` on the negated contingency table)."""
+def matched_predictions(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Each item's predicted class: the class its cluster is matched to, one-to-one, by the
+    Hungarian algorithm (`linear_sum_assignment` on the negated contingency table); -1 for an item
+    whose cluster is matched to no class (more clusters than classes)."""
     labels = np.asarray(labels)
     clusters = np.asarray(clusters)
     if labels.shape != clusters.shape or labels.ndim != 1 or len(labels) == 0:
         raise ValueError(f"labels and clusters must be equal-length 1-D arrays, got {labels.shape}, {clusters.shape}")
-    table = contingency_matrix(labels, clusters)  # rows: classes, columns: clusters
+    class_ids, label_index = np.unique(labels, return_inverse=True)
+    cluster_ids, cluster_index = np.unique(clusters, return_inverse=True)
+    table = contingency_matrix(label_index, cluster_index)  # rows: classes, columns: clusters
     rows, cols = linear_sum_assignment(-table)
-    return float(table[rows, cols].sum() / len(labels))
+    class_of_cluster = np.full(len(cluster_ids), -1, dtype=np.int64)
+    class_of_cluster[cols] = class_ids[rows]
+    return class_of_cluster[cluster_index]
+
+
+def matched_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Fraction of items whose cluster, matched one-to-one to a class by the Hungarian algorithm,
+    is their own class (`matched_predictions`)."""
+    return float(np.mean(matched_predictions(labels, clusters) == np.asarray(labels)))
 
 
 def clustering_scores(
@@ -67,7 +83,11 @@ def kmeans_accuracies(
     return [matched_accuracy(labels, kmeans_clusters(embeddings, n_classes, n_init=n_init, seed=s)) for s in seeds]
 
 
-DISTANCES = ("euclidean", "cosine")
+DISTANCES = ("euclidean", "cosine")  # `evaluate.distance`
+# What the search ranks by: the two distances on the embeddings as they are, and the Euclidean
+# distance between L2-normalised embeddings (the `l2` view's, which is the cosine ranking but
+# for zero rows: those stay zero, at distance 0 from each other and 1 from every unit vector).
+RANKINGS = (*DISTANCES, "euclidean_l2")
 
 
 def knn_vote(neighbour_labels: np.ndarray) -> np.ndarray:
@@ -92,6 +112,8 @@ def retrieval_scores(
     rule); `knn_acc` over every query. `distance`: euclidean on the raw embeddings (what K-means
     uses) or cosine. The search is exact and runs in blocks of queries (`retrieval_by_distance`).
     """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     return retrieval_by_distance(embeddings, labels, knn_k=knn_k, distances=(distance,), device=device)[distance]
 
 
@@ -99,20 +121,21 @@ def retrieval_by_distance(
     embeddings: np.ndarray, labels: np.ndarray, *, knn_k: int, distances: Sequence[str] = DISTANCES,
     device: torch.device | None = None,
 ) -> dict[str, dict[str, float]]:
-    """`retrieval_scores` under each of `distances`, from one pass over the data.
+    """`retrieval_scores` under each of `distances` (`RANKINGS`), from one pass over the data.
 
     Exact nearest neighbours, one block of queries at a time: the block's products with every
-    item (one matrix product serves both distances), each item's distance, the K nearest others
+    item (one matrix product serves every ranking), each item's distance, the K nearest others
     (`torch.topk`, K = the largest class's other items, at least `knn_k`; equal distances in index
-    order), then pytorch-metric-learning's own precision@1 and MAP@R on the block and `knn_vote`.
+    order), then precision@1 and MAP@R on the block (`_block_precisions`: pytorch-metric-learning's
+    formulas, vectorised) and `knn_vote`.
     Memory is the N x D embeddings plus a block of N scores per query, so it grows linearly with
     N; the block fits `device.block_bytes`. `device`: where to compute, by default the GPU when
     there is one (`device.compute_device`); the CPU gives the same numbers within float rounding.
-    The cosine ranking of the raw embeddings is also the Euclidean ranking of L2-normalised ones.
+    `euclidean_l2` is `euclidean` on `l2_normalise(embeddings)`, without making that copy.
     """
-    unknown = [d for d in distances if d not in DISTANCES]
+    unknown = [d for d in distances if d not in RANKINGS]
     if unknown or not distances:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {unknown[0] if unknown else 'none'!r}")
+        raise ValueError(f"distance must be one of {RANKINGS}, got {unknown[0] if unknown else 'none'!r}")
     x = np.asarray(embeddings)
     labels = np.asarray(labels)
     if x.ndim != 2 or labels.shape != (len(x),) or len(x) < 2:
@@ -125,23 +148,17 @@ def retrieval_by_distance(
     k = min(max(int(counts.max()) - 1, knn_k), n - 1)  # neighbours kept per query: enough for R and for k
     votes = min(knn_k, n - 1)
     rows = max(1, min(n, block_bytes(device) // (3 * 4 * n)))  # products, one distance and topk's work
-    sums = {d: np.zeros(4) for d in distances}  # P@1 sum, AP@R sum, queries with another item, k-NN hits
+    sums = {d: np.zeros(4) for d in dict.fromkeys(distances)}  # P@1, AP@R, queries with another item, k-NN hits
+    last = list(sums)[-1]
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
         products = items.products(lo, hi)
         query_labels = y[lo:hi]
-        has_other = counts[torch.searchsorted(classes, query_labels)] > 1
-        for name in distances:
-            order = _nearest(items.distances(name, products, lo, hi), lo, k)
+        others = counts[torch.searchsorted(classes, query_labels)] - 1  # R: the query's class's other items
+        for name, total in sums.items():
+            order = _nearest(items.distances(name, products, lo, hi, reuse=name == last), lo, k)
             neighbour_labels = y[order]
-            total = sums[name]
-            if bool(has_other.any()):
-                mine, found = query_labels[has_other, None], neighbour_labels[has_other]
-                m = int(has_other.sum())
-                total[0] += m * precision_at_k(found, mine, 1, False, False, torch.eq)
-                total[1] += m * mean_average_precision(found, mine, True, (classes, counts), False, False, torch.eq,
-                                                       at_r=True)
-                total[2] += m
+            total[:3] += _block_precisions(neighbour_labels, query_labels, others)
             predicted = knn_vote(neighbour_labels[:, :votes].cpu().numpy())
             total[3] += int(np.sum(predicted == labels[lo:hi]))
     return {
@@ -154,34 +171,82 @@ def retrieval_by_distance(
     }
 
 
+def _block_precisions(neighbour_labels: torch.Tensor, query_labels: torch.Tensor, others: torch.Tensor) -> np.ndarray:
+    """[sum of precision@1, sum of AP@R, queries counted] over a block's queries that have another
+    item of their class (`others` = R > 0), from their neighbours' labels, nearest first (at least R
+    columns). pytorch-metric-learning's `precision_at_k(k=1)` and `mean_average_precision(at_r=True)`
+    (AP@R = (1/R) sum over the first R neighbours of precision-at-i where neighbour i is of the
+    class), without their loop over every class per call (a fifth of the search's time at 30,000)."""
+    counted = others > 0
+    same = neighbour_labels == query_labels[:, None]
+    ranks = torch.arange(1, same.shape[1] + 1, device=same.device)
+    hits = same & (ranks[None, :] <= others[:, None])  # of the class, within the first R
+    average = (hits.cumsum(dim=1) * hits).double().div_(ranks).sum(dim=1) / others.clamp_min(1)
+    return np.array([float(same[counted, 0].sum()), float(average[counted].sum()), float(counted.sum())])
+
+
 class _Items:
     """The embeddings, centred (a translation changes no Euclidean distance, and centring keeps
-    float32 distances accurate) in float32 on the device, with what each distance needs per item."""
+    float32 distances accurate) in float32 on the device, with what each distance needs per item.
+
+    The angles (`cosine`, `euclidean_l2`) come from the same centred products, un-centred: their
+    float32 error, relative to |x_i| |x_j|, grows as (1 + |mean| / |x_i|)(1 + |mean| / |x_j|). Where
+    a non-zero row is shorter than a third of the mean vector (an error over 16 times a plain
+    float32 product's), the angles come from an L2-normalised float32 copy instead (`unit`: one
+    more N x D array and one more matrix product per block)."""
+
+    SHORT = 1 / 3
 
     def __init__(self, x: np.ndarray, device: torch.device) -> None:
         mean = x.mean(axis=0, dtype=np.float64)
+        n = len(x)
         self.x = torch.empty(x.shape, dtype=torch.float32, device=device)
-        step = max(1, 2**22 // max(1, x.shape[1]))  # centred in float64 32 MiB at a time: no N x D float64 copy
-        for lo in range(0, len(x), step):
-            self.x[lo : lo + step] = torch.from_numpy((x[lo : lo + step].astype(np.float64) - mean).astype(np.float32))
+        norms = np.empty(n)
+        step = max(1, 2**22 // max(1, x.shape[1]))  # in float64 32 MiB at a time: no N x D float64 copy
+        for lo in range(0, n, step):
+            part = x[lo : lo + step].astype(np.float64)
+            norms[lo : lo + step] = np.linalg.norm(part, axis=1)
+            self.x[lo : lo + step] = torch.from_numpy((part - mean).astype(np.float32))
         m = torch.from_numpy(mean.astype(np.float32)).to(device)
         self.squares = (self.x * self.x).sum(dim=1)  # |x - mean|^2
         self.shift = self.x @ m  # (x - mean) . mean
-        self.offset = self.shift + (m * m).sum()  # x . x' = (x - mean) . (x' - mean) + shift + shift'+ |mean|^2
-        self.minus_inverse_norm = -(self.squares + self.shift + self.offset).clamp_min(1e-30).rsqrt()  # -1 / |x|
+        self.offset = self.shift + (m * m).sum()  # x . x' = (x - mean) . (x' - mean) + shift + shift' + |mean|^2
+        nonzero = norms > 0
+        inverse = np.divide(1.0, norms, out=np.zeros(n), where=nonzero)  # 0 for a zero row: it stays zero
+        self.inverse_norm = torch.from_numpy(inverse.astype(np.float32)).to(device)
+        self.zero_row = torch.from_numpy((~nonzero).astype(np.float32) * 0.5).to(device)  # see `distances`
+        self.unit = None
+        if np.any(nonzero & (norms < self.SHORT * np.linalg.norm(mean))):
+            self.unit = torch.empty(x.shape, dtype=torch.float32, device=device)
+            for lo in range(0, n, step):
+                part = x[lo : lo + step].astype(np.float64) * inverse[lo : lo + step, None]
+                self.unit[lo : lo + step] = torch.from_numpy(part.astype(np.float32))
 
     def products(self, lo: int, hi: int) -> torch.Tensor:
         """(x_i - mean) . (x_j - mean) for the queries i in [lo, hi) and every item j."""
         return self.x[lo:hi] @ self.x.T
 
-    def distances(self, name: str, products: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    def distances(self, name: str, products: torch.Tensor, lo: int, hi: int, reuse: bool = False) -> torch.Tensor:
         """What is ranked along each query's row, smaller nearer, leaving out what is the same along
-        a row: |x_j|^2 - 2 x_i . x_j (the squared Euclidean distance less |x_i|^2), or minus the
-        cosine similarity of the raw (uncentred) embeddings times |x_i|. One pass or three."""
+        a row: for `euclidean` |x_j|^2 - 2 x_i . x_j (the squared distance less |x_i|^2); for
+        `cosine` minus the cosine similarity of the raw (uncentred) embeddings (0 with a zero row);
+        for `euclidean_l2` half the squared distance of the L2-normalised embeddings less a half,
+        which is minus the cosine between non-zero rows, and less a half again to a zero row (on
+        the unit sphere a zero row is nearer than any unit vector). `reuse`: computed in
+        `products` (no longer needed), not in a new block."""
         if name == "euclidean":
+            if reuse:
+                return products.mul_(-2).add_(self.squares[None, :])
             return torch.add(self.squares[None, :], products, alpha=-2)
-        out = torch.add(products, self.shift[None, :])
-        return out.add_(self.offset[lo:hi, None]).mul_(self.minus_inverse_norm[None, :])
+        if self.unit is not None:
+            out = self.unit[lo:hi] @ self.unit.T
+        else:
+            out = products.add_(self.shift[None, :]) if reuse else torch.add(products, self.shift[None, :])
+            out.add_(self.offset[lo:hi, None]).mul_(self.inverse_norm[lo:hi, None]).mul_(self.inverse_norm[None, :])
+        out.neg_()
+        if name == "euclidean_l2" and bool(self.zero_row.any()):
+            out.sub_(self.zero_row[None, :])
+        return out
 
 
 def _nearest(distances: torch.Tensor, lo: int, k: int) -> torch.Tensor:
@@ -197,13 +262,24 @@ def _nearest(distances: torch.Tensor, lo: int, k: int) -> torch.Tensor:
         for row in torn.tolist():  # rare: the whole row, sorted stably
             index[row] = torch.sort(distances[row], stable=True).indices[:k]
             values[row] = distances[row, index[row]]
-    by_index = torch.argsort(index, dim=1)
-    values, index = values.gather(1, by_index), index.gather(1, by_index)
-    by_value = torch.sort(values, dim=1, stable=True).indices
-    return index.gather(1, by_value)
+    tied = (values[:, 1:] == values[:, :-1]).any(dim=1).nonzero().flatten()  # rows with equal distances
+    if len(tied):  # put equal distances in index order: by index, then stably by distance
+        v, i = values[tied], index[tied]
+        by_index = torch.argsort(i, dim=1)
+        v, i = v.gather(1, by_index), i.gather(1, by_index)
+        index[tied] = i.gather(1, torch.sort(v, dim=1, stable=True).indices)
+    return index
 
 
-def embedding_scores(
+def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), in float64."""
+    x = np.array(embeddings, dtype=np.float64)  # a copy, divided in place
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x /= np.where(norms > 0, norms, 1.0)
+    return x
+
+
+def evaluate_embeddings(
     embeddings: np.ndarray,
     labels: np.ndarray,
     *,
@@ -212,18 +288,61 @@ def embedding_scores(
     kmeans_repeats: int = 1,
     knn_k: int = 5,
     distance: str = "euclidean",
-) -> dict[str, float]:
-    """Every metric of the evaluate stage.
+    bootstrap_resamples: int = 10_000,
+    bootstrap_seed: int = 0,
+    device: torch.device | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Every metric of the evaluate stage, and the per-image results behind K-means accuracy.
 
-    `kmeans_acc`, `nmi`, `ari`: the study's K-means run (random_state `seed`, best of `n_init`
-    initialisations). `kmeans_acc_std`: how much K-means accuracy depends on where K-means
-    starts, the population standard deviation (ddof 0) of the accuracies of `kmeans_repeats`
-    single-initialisation runs with random_state seed, seed + 1, ..., seed + kmeans_repeats - 1
-    (single: each costs a tenth of the study's run, which is most of this function's time).
-    Then `retrieval_scores`.
+    Scores: `kmeans_acc`, `nmi`, `ari` of the study's K-means run (random_state `seed`, best of
+    `n_init` initialisations); `kmeans_acc_ci95`, the 95% bootstrap interval of that accuracy over
+    test images (`bootstrap_resamples` resamples of its per-image right/wrong vector, seeded with
+    `bootstrap_seed`); `kmeans_init_std`, how much the accuracy depends on where K-means starts:
+    the population standard deviation (ddof 0) of `kmeans_repeats` single-initialisation runs with
+    random_state seed .. seed + kmeans_repeats - 1 (single: a tenth of the study's run each); then
+    `retrieval_scores`; and `l2`: the clustering and retrieval scores again on L2-normalised
+    embeddings. Per image (`cluster`, `predicted`, `correct`, and the same with `_l2`): the K-means
+    cluster, the class it is matched to (-1: none), and whether that is the image's class.
+
+    Both views' retrieval comes from one search (`retrieval_by_distance`: one matrix product per
+    block serves both rankings; with `distance: cosine` the two views rank alike and are searched
+    once), on `device` (default: the GPU when there is one). Memory stays linear in N: the
+    embeddings, one float64 copy for K-means at a time, and the search's blocks.
     """
-    scores = clustering_scores(embeddings, labels, n_init=n_init, seed=seed)
-    spread = kmeans_accuracies(embeddings, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats))
-    scores["kmeans_acc_std"] = float(np.std(spread))
-    scores.update(retrieval_scores(embeddings, labels, knn_k=knn_k, distance=distance))
-    return scores
+    from stages.lib.stats import accuracy_ci
+
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    labels = np.asarray(labels)
+    n_classes = len(np.unique(labels))
+    ranking = {"": distance, "_l2": "euclidean_l2" if distance == "euclidean" else "cosine"}
+    retrieval = retrieval_by_distance(embeddings, labels, knn_k=knn_k, distances=tuple(ranking.values()),
+                                      device=device)
+    scores: dict = {}
+    per_image: dict[str, np.ndarray] = {}
+    for view in ("", "_l2"):
+        x = l2_normalise(embeddings) if view else embeddings
+        clusters = kmeans_clusters(x, n_classes, n_init=n_init, seed=seed, overwrite=bool(view))  # the L2 copy is ours
+        predicted = matched_predictions(labels, clusters)
+        correct = predicted == labels
+        view_scores = {
+            "kmeans_acc": float(correct.mean()),
+            "kmeans_acc_ci95": accuracy_ci(correct, resamples=bootstrap_resamples, seed=bootstrap_seed),
+            "nmi": float(normalized_mutual_info_score(labels, clusters)),
+            "ari": float(adjusted_rand_score(labels, clusters)),
+            **retrieval[ranking[view]],
+        }
+        per_image.update({f"cluster{view}": clusters, f"predicted{view}": predicted, f"correct{view}": correct})
+        if view:
+            scores["l2"] = view_scores
+        else:
+            scores.update(view_scores)
+            spread = kmeans_accuracies(x, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats))
+            scores["kmeans_init_std"] = float(np.std(spread))
+        del x  # the L2-normalised copy, before the next one
+    return scores, per_image
+
+
+def embedding_scores(embeddings: np.ndarray, labels: np.ndarray, **settings) -> dict:
+    """The scores of `evaluate_embeddings` (same settings), without the per-image results."""
+    return evaluate_embeddings(embeddings, labels, **settings)[0]

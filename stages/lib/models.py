@@ -15,7 +15,7 @@ from stages.lib.atomic import atomic_dir
 from stages.lib.errors import PipelineError
 
 WEIGHTS_FILE = "model.safetensors"
-META_KEYS = ("model", "image_size", "classes")  # what the later stages read from meta.json
+META_KEYS = ("model", "image_size", "classes", "leak")  # what the later stages read from meta.json
 
 
 def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
@@ -37,6 +37,19 @@ def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
                 f"(first: {result.missing_keys[0]}); check model.name and sources.weights"
             )
     return model
+
+
+def input_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) a timm model's pretrained config asks its inputs to be normalised
+    with: ImageNet's for `convnext_tiny.fb_in22k` (as the study), CLIP's for a CLIP model, and so on.
+    A module without a timm config (a test's toy network) gets ImageNet's."""
+    from stages.lib.device import MEAN, STD
+
+    config = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = config.get("mean", MEAN), config.get("std", STD)
+    if len(mean) != 3 or len(std) != 3:
+        raise PipelineError(f"the model's config gives {len(mean)}-channel normalisation; only RGB (3) is supported")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

@@ -3,7 +3,8 @@
 Every knob of the pipeline is here; nothing below reads `params["a"]["b"]`. Loading refuses
 unknown keys, missing keys and wrong types with one line that names the key and what is accepted.
 Dataset and method sections are typed by their registry entries (`sources.<dataset>`,
-`<method>` at top level), so adding one is registering it, nothing else.
+`<method>` at top level), so adding one is registering it, nothing else. A `sources.<name>` that
+is not registered but has the shape of a folder or a CSV source defines a dataset of your own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from stages.lib.errors import PipelineError
+
+# The checks live in stages.lib.validate (which dataset and method sections use too); here they
+# keep their module-private names.
+from stages.lib.validate import MissingKey as _Missing
+from stages.lib.validate import ParamError as _KeyError
+from stages.lib.validate import UnknownKey as _UnknownKey
+from stages.lib.validate import key_name as _key_name
+from stages.lib.validate import one_of as _one_of
+from stages.lib.validate import printable as _printable
+from stages.lib.validate import require as _require
 
 T = TypeVar("T")
 
@@ -94,8 +105,10 @@ class TrainParams:
     processes: int
 
     def check(self, where: str) -> None:
-        if not re.fullmatch(r"cuda:\d+", self.device):  # cuda:N pins GPU N (queued runs, one per GPU)
-            _one_of(self.device, f"{where}.device", (*DEVICES, "cuda:N (a GPU index)"))
+        _require(  # cuda:N pins GPU N (queued runs, one per GPU)
+            self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device) is not None, f"{where}.device",
+            f"one of: {', '.join(DEVICES)}, cuda:N (N a GPU index)", self.device,
+        )
         _one_of(self.precision, f"{where}.precision", PRECISIONS)
         from stages.lib.schedule import OPTIMIZERS
 
@@ -138,14 +151,17 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """K-means settings (the study: 10 initialisations, random_state 0); how many K-means seeds
-    the accuracy's spread is taken over; k of the k-NN accuracy; the retrieval metrics' distance."""
+    """K-means settings (the study: 10 initialisations, random_state 0); how many single-
+    initialisation runs `kmeans_init_std` is taken over; k of the k-NN accuracy; the retrieval
+    metrics' distance; resamples and seed of the bootstrap intervals (here and in the report)."""
 
     kmeans_n_init: int
     kmeans_seed: int
     kmeans_repeats: int
     knn_k: int
     distance: str
+    bootstrap_resamples: int
+    bootstrap_seed: int
 
     def check(self, where: str) -> None:
         _require(self.kmeans_n_init >= 1, f"{where}.kmeans_n_init", "an integer >= 1", self.kmeans_n_init)
@@ -156,6 +172,9 @@ class EvaluateParams:
         )
         _require(self.knn_k >= 1, f"{where}.knn_k", "an integer >= 1", self.knn_k)
         _one_of(self.distance, f"{where}.distance", EVALUATE_DISTANCES)
+        _require(self.bootstrap_resamples >= 1000, f"{where}.bootstrap_resamples",
+                 "an integer >= 1000 (fewer make the 2.5% tails of a 95% interval unstable)", self.bootstrap_resamples)
+        _require(0 <= self.bootstrap_seed <= MAX_SEED, f"{where}.bootstrap_seed", SEED_RANGE, self.bootstrap_seed)
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,21 @@ class UmapParams:
         _require(self.n_neighbors >= 2, f"{where}.n_neighbors", "an integer >= 2", self.n_neighbors)
         _require(0 <= self.min_dist <= 1, f"{where}.min_dist", "a number in [0, 1]", self.min_dist)
         _one_of(self.metric, f"{where}.metric", UMAP_METRICS)
+        _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
+
+
+@dataclass(frozen=True)
+class PicturesParams:
+    """The per-run pictures: how many test queries the retrieval picture shows (drawn with `seed`)
+    and how many nearest neighbours each."""
+
+    queries: int
+    neighbours: int
+    seed: int
+
+    def check(self, where: str) -> None:
+        _require(self.queries >= 1, f"{where}.queries", "an integer >= 1", self.queries)
+        _require(self.neighbours >= 1, f"{where}.neighbours", "an integer >= 1", self.neighbours)
         _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
 
 
@@ -241,6 +275,7 @@ class Params:
     embed: EmbedParams
     evaluate: EvaluateParams
     umap: UmapParams
+    pictures: PicturesParams
 
     def source(self, dataset: str) -> Any:
         """The `sources.<dataset>` section."""
@@ -263,6 +298,7 @@ _FIXED_TOP = {
     "embed": EmbedParams,
     "evaluate": EvaluateParams,
     "umap": UmapParams,
+    "pictures": PicturesParams,
 }
 
 
@@ -286,6 +322,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
     """Build and validate Params from an already-parsed mapping."""
     from stages.lib.datasets import DATASETS
+    from stages.lib.datasets.own import SHAPES as OWN_SHAPES
+    from stages.lib.datasets.own import own_source_type
     from stages.lib.methods import METHODS
 
     try:
@@ -305,8 +343,11 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
         if not isinstance(sources_raw, dict):
             raise _KeyError("sources", "a mapping with one section per dataset", sources_raw)
         for key in sources_raw:
-            if key not in DATASETS and key not in FIXED_SOURCES:
-                raise _UnknownKey(f"sources.{_key_name(key)}", sorted([*DATASETS.names(), *FIXED_SOURCES]))
+            if key not in DATASETS and key not in FIXED_SOURCES and own_source_type(sources_raw[key]) is None:
+                raise _UnknownKey(
+                    f"sources.{_key_name(key)}",
+                    [*sorted([*DATASETS.names(), *FIXED_SOURCES]), f"or a dataset of your own, <name>: {OWN_SHAPES}"],
+                )
         sources = {}
         for name, typ in FIXED_SOURCES.items():
             if name not in sources_raw:
@@ -318,6 +359,9 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
                 sources[name] = _convert(sources_raw[name], spec.params_type, f"sources.{name}")
             elif name in values["datasets"]:
                 raise _Missing(f"sources.{name}")
+        for name, value in sources_raw.items():  # datasets of your own: recognised by their shape
+            if name not in DATASETS and name not in FIXED_SOURCES:
+                sources[name] = _own_source(name, value)
         method_sections = {}
         for name in METHODS.names():
             spec = METHODS.get(name)
@@ -339,13 +383,21 @@ def _check(p: Params, datasets, methods) -> None:
         _require(0 <= value <= MAX_SEED, f"seeds[{index}]", SEED_RANGE, value)
     _require(len(set(p.seeds)) == len(p.seeds), "seeds", "a list without repeats", p.seeds)
     _require(p.shots >= 0, "shots", "an integer >= 0 (0 = every training image)", p.shots)
-    for key, names, registry in (("datasets", p.datasets, datasets), ("methods", p.methods, methods)):
-        _require(len(names) > 0, key, f"a non-empty list of: {', '.join(registry.names())}", names)
+    from stages.lib.datasets.own import SHAPES as OWN_SHAPES
+    from stages.lib.datasets.own import is_own
+
+    own = [name for name, source in p.sources.items() if is_own(source)]
+    for key, names, accepted, more in (
+        ("datasets", p.datasets, sorted([*datasets.names(), *own]),
+         f", or a dataset of your own defined as sources.<name>: {OWN_SHAPES}"),
+        ("methods", p.methods, methods.names(), ""),
+    ):
+        _require(len(names) > 0, key, f"a non-empty list of: {', '.join(accepted)}", names)
         for name in names:
-            if name not in registry:
-                raise _KeyError(key, f"names from: {', '.join(registry.names())}", name)
+            if name not in accepted:
+                raise _KeyError(key, f"names from: {', '.join(accepted)}{more}", name)
         _require(len(set(names)) == len(names), key, "a list without repeats", names)
-    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap):
+    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures):
         section.check(_section_name(section))
     for name, section in p.sources.items():
         if hasattr(section, "check"):
@@ -358,11 +410,12 @@ def _check(p: Params, datasets, methods) -> None:
 
         published = [n for n in datasets.names() if datasets.get(n).annotation_prefix]
         for name in p.datasets:
-            if not datasets.get(name).annotation_prefix:
+            if name in own or not datasets.get(name).annotation_prefix:
+                mine = "; a split column in your CSV is used as given" if name in own else ""
                 raise _KeyError(
                     "split.source",
                     f"generated when datasets include {name} (the study published split lists only for "
-                    f"{', '.join(published)})",
+                    f"{', '.join(published)}{mine})",
                     p.split.source,
                 )
         _require(
@@ -371,15 +424,47 @@ def _check(p: Params, datasets, methods) -> None:
             "set split.source: generated for other values",
             p.shots,
         )
-    if p.shots:
+    if p.shots and p.split.source == "generated":
+        from stages.lib.splits import train_sizes
+
         for name in p.datasets:
-            smallest = datasets.get(name).smallest_class(p.sources[name])
-            if smallest is not None and p.shots > smallest:
+            if name in own:
+                continue  # known once downloaded: the split stage checks it
+            spec = datasets.get(name)
+            sizes = spec.class_sizes(p.sources[name])
+            if sizes is None:
+                continue  # known only after the download: the split stage names the limit
+            per_class = spec.study_test_per_class if p.split.test_per_class == "study" else p.split.test_per_class
+            try:
+                train = train_sizes(
+                    sizes, test_fraction=p.split.test_fraction, val_fraction=p.split.val_fraction, seed=p.seed,
+                    test_per_class=per_class,
+                )
+            except PipelineError as exc:
+                raise _KeyError("split", f"a split that {name} allows ({exc})", dataclasses.asdict(p.split)) from None
+            smallest = min(train, key=lambda c: (train[c], c))
+            if p.shots > train[smallest]:
                 raise _KeyError(
                     "shots",
-                    f"at most {smallest}, the size of the smallest class of {name} (0 = every image)",
+                    f"at most {train[smallest]} for {name} (the training images of its class {smallest!r} once test "
+                    "and val are held out; 0 = every image)",
                     p.shots,
                 )
+
+
+def _own_source(name: Any, value: dict) -> Any:
+    """`sources.<name>` of a dataset of your own: a folder of class folders, or a CSV and its root."""
+    from stages.lib.datasets.own import SHAPES, FolderSource, own_source_type
+
+    key = f"sources.{_key_name(name)}"
+    if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name)):
+        raise _KeyError(
+            key, "named with a letter, then letters, digits, _ or - (the name becomes folder and stage names)", name
+        )
+    typ = own_source_type(value)
+    if typ is FolderSource and ("csv" in value or "root" in value):
+        raise _KeyError(key, f"one of {SHAPES}, not both", value)
+    return _convert(value, typ, key)
 
 
 def _section_name(section: Any) -> str:
@@ -390,47 +475,6 @@ def _section_name(section: Any) -> str:
 
 
 # --- conversion ----------------------------------------------------------------------------
-
-
-class _KeyError(Exception):
-    def __init__(self, key: str, expected: str, got: Any) -> None:
-        super().__init__(f"{key} must be {expected}, got {_show(got)}")
-
-
-class _UnknownKey(_KeyError):
-    def __init__(self, key: str, accepted: list[str]) -> None:
-        Exception.__init__(self, f"unknown key {key}; accepted: {', '.join(accepted) or 'none (no keys)'}")
-
-
-class _Missing(_KeyError):
-    def __init__(self, key: str) -> None:
-        Exception.__init__(self, f"missing key {key}; add it (see README, Params)")
-
-
-def _key_name(key: Any) -> str:
-    """A key as a message shows it: plain if it reads plainly, else quoted (empty, spaces, control characters)."""
-    text = str(key)
-    return text if text and text.isprintable() and " " not in text else repr(text)
-
-
-def _printable(message: str) -> str:
-    """`message` on one line: control characters (newlines included) escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) < 60 else text[:57] + "..."
-
-
-def _require(ok: bool, key: str, expected: str, got: Any) -> None:
-    if not ok:
-        raise _KeyError(key, expected, got)
-
-
-def _one_of(value: Any, key: str, accepted: tuple[str, ...] | list[str]) -> None:
-    if value not in accepted:
-        raise _KeyError(key, f"one of: {', '.join(accepted)}", value)
 
 
 def _type_words(typ: Any) -> str:

@@ -94,7 +94,12 @@ def build_splits(
 
 
 def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> pd.DataFrame:
-    """Keep `shots` training images per class (0 = all), chosen with `seed`; rows keep their order."""
+    """Keep `shots` training images per class (0 = all), chosen with `seed`; rows keep their order.
+
+    The images of a class come from `shots` different source groups where the class has that many
+    (DeFungi: patches of `shots` different raw images, not several patches of one): groups are
+    shuffled and dealt one image each, round after round, until `shots` images are taken.
+    """
     if shots == 0:
         return train
     counts = train.groupby("class").size()
@@ -106,9 +111,51 @@ def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> p
             f"set shots to at most {counts.min()}, or 0 for every image"
         )
     rng = np.random.default_rng([seed, shots])
+    groups = train["group"] if "group" in train.columns else pd.Series(train.index.astype(str), index=train.index)
     keep = []
     for name in sorted(counts.index):
         index = train.index[train["class"] == name].to_numpy()
-        keep.extend(index[rng.permutation(len(index))[:shots]])
+        index = index[rng.permutation(len(index))]  # a random image of each group first
+        by_group: dict[str, list] = {}
+        for i in index:
+            by_group.setdefault(groups[i], []).append(i)
+        decks = [by_group[g] for g in sorted(by_group)]
+        decks = [decks[j] for j in rng.permutation(len(decks))]
+        taken: list = []
+        depth = 0
+        while len(taken) < shots:
+            taken.extend(deck[depth] for deck in decks if depth < len(deck))
+            depth += 1
+        keep.extend(taken[:shots])
     return train.loc[sorted(keep)].reset_index(drop=True)
 
+
+def train_sizes(
+    class_sizes: dict[str, int], *, test_fraction: float, val_fraction: float, seed: int,
+    test_per_class: int | None = None,
+) -> dict[str, int]:
+    """Training images per class that `build_splits` leaves when every image is its own group:
+    the exact upper limit of `shots`, known before anything is downloaded or split."""
+    manifest = pd.DataFrame(
+        [(f"{name}/{i}", name, f"{name}/{i}") for name, n in class_sizes.items() for i in range(n)],
+        columns=["path", "class", "group"],
+    )
+    tables = build_splits(
+        manifest, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, test_per_class=test_per_class
+    )
+    return tables.train.groupby("class").size().to_dict()
+
+
+def given_splits(manifest: pd.DataFrame) -> SplitTables:
+    """The split a dataset brings with it (the manifest's `split` column: a CSV source's own), as given.
+
+    Labels are the index of the class in the sorted class names, as for generated splits.
+    """
+    unknown = set(manifest["split"]) - set(SPLITS)
+    if unknown:
+        raise PipelineError(f"manifest names split {sorted(unknown)[0]!r}, not train, val or test; re-run download")
+    classes = sorted(manifest["class"].unique())
+    label = {name: i for i, name in enumerate(classes)}
+    table = manifest.assign(label=manifest["class"].map(label))
+    out = {s: table[table["split"] == s][COLUMNS].reset_index(drop=True) for s in SPLITS}
+    return SplitTables(out["train"], out["val"], out["test"], classes)

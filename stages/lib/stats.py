@@ -1,56 +1,76 @@
-"""Statistics over repeated runs: mean, spread, 95% confidence interval, paired comparison.
+"""Uncertainty of accuracies: bootstrap confidence intervals over test images and training seeds.
 
-Pure functions. Runs with different training seeds share the split, so two methods trained
-with the same seeds are compared pairwise (a paired t-test over seeds).
+Pure functions. Every run of a dataset scores the same test images (the split depends on `seed`,
+not on the training seed), so two methods are compared image by image: a paired bootstrap.
+
+The bootstrap resamples test images with replacement (and, with several training seeds, the seeds
+too: a two-stage bootstrap, the same resampled images for every seed). It is computed exactly and
+fast for any number of images: an accuracy is a mean of per-image values from a small set (0/1,
+or -1/0/1 for a difference), so resampling N images is a multinomial draw over the distinct
+per-image patterns (at most 3^seeds of them), not an N-long index vector per resample.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+
+CONFIDENCE = 0.95
 
 
 def summarise(values: Sequence[float]) -> dict[str, float | int | None]:
-    """Mean, sample standard deviation and the half-width of a t-based 95% CI (None for one run)."""
+    """Mean and sample standard deviation (None for one value) of per-seed values."""
     x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n == 0:
+    if len(x) == 0:
         raise ValueError("no values to summarise")
-    mean = float(x.mean())
-    if n == 1:
-        return {"n": 1, "mean": mean, "std": None, "ci95": None}
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
-    return {"n": n, "mean": mean, "std": std, "ci95": half}
+    return {"n": len(x), "mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else None}
 
 
-def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int | str | None]:
-    """Is method a's score different from b's beyond the seed-to-seed spread?
+def bootstrap_means(values: np.ndarray, *, resamples: int, seed: int) -> np.ndarray:
+    """`resamples` bootstrap replicates of the grand mean of `values` (seeds x images, or images).
 
-    Differences a - b per seed; their mean, 95% CI and the paired t-test's p-value. The verdict
-    says whether the CI excludes zero, or that one seed cannot tell.
+    Each replicate draws N images with replacement (the same images for every seed) and, with
+    more than one seed, S seeds with replacement, then averages the drawn values.
     """
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
-        raise ValueError(f"paired values must be equal-length lists, got {x.shape} and {y.shape}")
-    diff = x - y
-    summary = summarise(diff)
-    result: dict[str, float | int | str | None] = {
-        "n": len(diff), "mean_difference": summary["mean"], "ci95": summary["ci95"], "p_value": None,
-    }
-    if len(diff) < 2:
-        result["verdict"] = "one seed: no estimate of the spread; run more seeds"
-    elif float(np.std(diff)) == 0.0:
-        result["verdict"] = "identical differences on every seed" if diff[0] != 0 else "no difference"
+    x = np.asarray(values, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f"need a non-empty seeds x images array, got shape {np.shape(values)}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    n_seeds, n_images = x.shape
+    patterns, counts = np.unique(x.T, axis=0, return_counts=True)  # P distinct columns, how many images each
+    rng = np.random.default_rng(seed)
+    images = rng.multinomial(n_images, counts / n_images, size=resamples)  # R x P
+    if n_seeds > 1:
+        seeds = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=resamples)  # R x S
     else:
-        result["p_value"] = float(stats.ttest_rel(x, y).pvalue)
-        low, high = summary["mean"] - summary["ci95"], summary["mean"] + summary["ci95"]
-        result["verdict"] = (
-            "difference larger than the spread (95% CI excludes 0)"
-            if low > 0 or high < 0
-            else "within the spread (95% CI includes 0)"
-        )
-    return result
+        seeds = np.ones((resamples, 1), dtype=np.int64)
+    sums = images @ patterns  # R x S: per replicate, each seed's sum over the drawn images
+    return (sums * seeds).sum(axis=1) / (n_images * n_seeds)
+
+
+def interval(replicates: np.ndarray) -> list[float]:
+    """The central 95% percentile interval of bootstrap replicates, as [lo, hi]."""
+    tail = (1 - CONFIDENCE) / 2
+    lo, hi = np.quantile(replicates, [tail, 1 - tail])
+    return [float(lo), float(hi)]
+
+
+def accuracy_ci(correct: np.ndarray, *, resamples: int, seed: int) -> list[float]:
+    """95% bootstrap CI of an accuracy from its per-image 0/1 vector (or seeds x images matrix)."""
+    return interval(bootstrap_means(np.asarray(correct, dtype=float), resamples=resamples, seed=seed))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int, seed: int) -> dict:
+    """Accuracy of `a` minus accuracy of `b` on the same test images (per-image 0/1, images or
+    seeds x images, seeds paired row by row): the difference and its paired bootstrap 95% CI, and
+    whether the CI excludes zero (`sign`: +1 a better, -1 b better, 0 cannot tell)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim not in (1, 2) or x.size == 0:
+        raise ValueError(f"paired results must have the same non-empty shape, got {x.shape} and {y.shape}")
+    diff = x - y
+    lo, hi = interval(bootstrap_means(diff, resamples=resamples, seed=seed))
+    return {"difference": float(diff.mean()), "ci95": [lo, hi], "sign": 1 if lo > 0 else -1 if hi < 0 else 0}

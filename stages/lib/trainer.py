@@ -28,6 +28,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from stages.lib import distributed
 from stages.lib.atomic import atomic_path, write_text
 from stages.lib.device import (
+    MEAN,
+    STD,
+    Stats,
     autocast_dtype,
     host_to_device,
     normalise,
@@ -36,14 +39,15 @@ from stages.lib.device import (
     set_rng_state,
     to_device,
 )
-from stages.lib.errors import PipelineError
+from stages.lib.errors import Interrupted, PipelineError
 from stages.lib.methods.base import Method
+from stages.lib.models import input_stats
 from stages.lib.params import TrainParams
 from stages.lib.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
-CURVE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr"]
+CURVE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "best"]  # best: 1 on the selected epoch
 VAL_STREAM = 1_000_003  # the validation batches use one fixed random stream for every epoch
 RESUME_FILE = "resume.pt"
 RESUME_FORMAT = 1  # bump when the resume checkpoint's layout changes; older ones are discarded
@@ -53,12 +57,18 @@ RESUME_FORMAT = 1  # bump when the resume checkpoint's layout changes; older one
 class SplitData:
     """A decoded split: pixels (N x H x W x 3 uint8) and integer labels, row for row.
 
-    `negative_labels`: each row's negative class, for the study's triplet lists (else None).
+    `anchors`: for the triplet method, the indices of the listed images (repeats allowed) when the
+    rows are a larger sampling pool (`triplet.pool: study`); None: every row is listed once.
+    `negative_labels`: each anchor's negative class, for the study's triplet lists (else None).
+    `images`: each row's image id (its manifest row), so a sampler can tell two listings of one
+    image apart from two images (None: every row is its own image).
     """
 
     pixels: np.ndarray
     labels: np.ndarray
     negative_labels: np.ndarray | None = None
+    anchors: np.ndarray | None = None
+    images: np.ndarray | None = None
 
 
 @dataclass
@@ -86,12 +96,14 @@ class Model(nn.Module):
 
 
 @distributed.main_only
-def write_curve(path: Path, history: list[dict]) -> None:
-    """The per-epoch losses as CSV (a DVC plot), rewritten atomically after every epoch."""
+def write_curve(path: Path, history: list[dict], best_epoch: int | None = None) -> None:
+    """The per-epoch losses as CSV, rewritten atomically after every epoch; `best` marks the epoch
+    selected so far (the lowest validation loss), so a picture of the curve can mark it."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in history:
+        row = {**row, "best": int(row["epoch"] == best_epoch)}
         writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_COLUMNS})
     write_text(path, buffer.getvalue())
 
@@ -109,6 +121,7 @@ def _run_batches(
     epoch: int,
     amp_dtype: torch.dtype | None = None,
     forward: nn.Module | None = None,
+    stats: Stats = (MEAN, STD),
 ) -> float:
     """One pass over `batches`; trains when `optimizer` is given. Returns the mean loss per sample.
 
@@ -129,7 +142,7 @@ def _run_batches(
         labels = host_to_device(data.labels[mine], device)
         whole = method.batch_wide and len(part.rows) > 1  # a batch-wide loss on several processes
         batch_labels = host_to_device(data.labels[index], device) if whole else None
-        x = normalise(images, flip, out=x)
+        x = normalise(images, flip, out=x, stats=stats)
         with torch.set_grad_enabled(optimizer is not None), torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
         ):
@@ -277,6 +290,7 @@ class _Loop:
     device: torch.device
     amp_dtype: torch.dtype | None
     forward: nn.Module
+    stats: Stats
     curve_path: Path | None
     resume_dir: Path | None
     fingerprint: str | None
@@ -372,7 +386,7 @@ def fit(
         val_batches=method.split_batches(val, np.random.default_rng([seed, VAL_STREAM])),
         params=params, optimizer=optimizer, scheduler=build_scheduler(optimizer, params), seed=seed,
         device=device, amp_dtype=autocast_dtype(params.precision, device),
-        forward=torch.compile(net) if params.compile else net,
+        forward=torch.compile(net) if params.compile else net, stats=input_stats(backbone),
         curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint,
     )
     start = 1
@@ -383,7 +397,7 @@ def fit(
             log.info("resuming %s from %s: epochs 1-%d done, continuing at epoch %d",
                      method.name, resume_dir / RESUME_FILE, start - 1, start)
             if curve_path is not None:
-                write_curve(curve_path, loop.history)
+                write_curve(curve_path, loop.history, loop.best.best_epoch if loop.best else None)
     with logging_redirect_tqdm():
         _epochs(loop, start)
     assert loop.best is not None
@@ -391,45 +405,80 @@ def fit(
     return loop.best
 
 
+def _detached(value: Any) -> Any:
+    """A CPU copy of every tensor in a (nested) state dict; other values as they are."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached(v) for v in value)
+    return value
+
+
 def _epochs(loop: _Loop, start: int) -> None:
+    """Train epochs `start`..`params.epochs`. On Ctrl-C, SIGTERM or a failed epoch (or a lost peer
+    process), the resume checkpoint of the last finished epoch is written at once (it is kept in
+    memory, as CPU copies, whenever `train.resume_every_s` has not yet sent it to disk) and the
+    error says what was kept. With several processes rank 0 writes, and every process stops."""
     params, model, method = loop.params, loop.model, loop.method
     bar = tqdm(range(start, params.epochs + 1), desc=f"train {method.name}", unit="epoch",
-               initial=start - 1, total=params.epochs, **distributed.progress_options())
-    for epoch in bar:
-        rng = np.random.default_rng([loop.seed, epoch])
-        lr = loop.optimizer.param_groups[0]["lr"]
-        try:
+               initial=start - 1, total=params.epochs,
+               disable=None if distributed.is_main() else True)  # no bar off a terminal, nor beside rank 0
+    saved = start - 1 if start > 1 else None  # the epoch the resume checkpoint on disk holds
+    unsaved: dict | None = None  # the last finished epoch's resume state, when newer than the one on disk
+    try:
+        for epoch in bar:
+            rng = np.random.default_rng([loop.seed, epoch])
+            lr = loop.optimizer.param_groups[0]["lr"]
             model.train()
             train_loss = _run_batches(
                 model, method, loop.train, method.split_batches(loop.train, rng), loop.device,
                 optimizer=loop.optimizer, flip_rng=rng, hflip=params.hflip, epoch=epoch,
-                amp_dtype=loop.amp_dtype, forward=loop.forward,
+                amp_dtype=loop.amp_dtype, forward=loop.forward, stats=loop.stats,
             )
             loop.scheduler.step()
             model.eval()
             val_loss = _run_batches(
                 model, method, loop.val, loop.val_batches, loop.device, optimizer=None, flip_rng=None, hflip=0.0,
-                epoch=epoch, amp_dtype=loop.amp_dtype, forward=loop.forward,
+                epoch=epoch, amp_dtype=loop.amp_dtype, forward=loop.forward, stats=loop.stats,
             )
-        except PipelineError as exc:
-            kept = ""
-            if loop.resume_dir is not None and (loop.resume_dir / RESUME_FILE).is_file():
-                kept = f"; epochs 1-{epoch - 1} and their best weights are kept in {loop.resume_dir / RESUME_FILE}"
+            loop.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            if bar.disable:  # the bar shows the losses; a log line per epoch only where there is no bar
+                log.info("epoch %d: train loss %.4f, val loss %.4f, lr %.3g", epoch, train_loss, val_loss, lr)
+            # On equal validation losses the later epoch wins, as the study's `<=` (fixed validation
+            # triplets can reach a loss of exactly 0 on several epochs).
+            if loop.best is None or val_loss <= loop.best.best_val_loss:
+                loop.best = FitResult(
+                    backbone_state=copy.deepcopy(model.backbone.state_dict()),
+                    head_state=copy.deepcopy(model.head.state_dict()) if model.head is not None else None,
+                    best_epoch=epoch,
+                    best_val_loss=val_loss,
+                )
+            if loop.resume_dir is not None:
+                state = loop.resume_state(epoch)
+                due = time.monotonic() - loop.last_save >= params.resume_every_s or epoch == params.epochs
+                if distributed.same_as_main(due):  # rank 0's clock decides, for every process
+                    _save_resume(loop.resume_dir, state)  # a checkpoint of a large model costs ~0.5 GB of writes
+                    loop.last_save, saved, unsaved = time.monotonic(), epoch, None
+                else:  # the best weights are never changed in place: only the live state is copied
+                    unsaved = {**_detached({k: v for k, v in state.items() if k != "best"}), "best": state["best"]}
+            if loop.curve_path is not None:
+                write_curve(loop.curve_path, loop.history, loop.best.best_epoch)
+    except (KeyboardInterrupt, Exception) as exc:  # also a lost peer process: keep what is finished
+        if unsaved is not None:
+            _save_resume(loop.resume_dir, unsaved)
+            saved = unsaved["epoch"]
+        if not isinstance(exc, (KeyboardInterrupt, PipelineError)):
+            raise
+        path = loop.resume_dir / RESUME_FILE if loop.resume_dir is not None else None
+        if isinstance(exc, PipelineError):
+            kept = f"; epochs 1-{saved} and their best weights are kept in {path}" if saved else ""
             raise PipelineError(f"{exc}{kept}") from None
-        loop.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr})
-        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-        log.info("epoch %d: train loss %.4f, val loss %.4f, lr %.3g", epoch, train_loss, val_loss, lr)
-        if loop.best is None or val_loss < loop.best.best_val_loss:
-            loop.best = FitResult(
-                backbone_state=copy.deepcopy(model.backbone.state_dict()),
-                head_state=copy.deepcopy(model.head.state_dict()) if model.head is not None else None,
-                best_epoch=epoch,
-                best_val_loss=val_loss,
-            )
-        due = time.monotonic() - loop.last_save >= params.resume_every_s or epoch == params.epochs
-        due = distributed.same_as_main(due)  # rank 0's clock decides, for every process
-        if loop.resume_dir is not None and due:  # a checkpoint of a large model costs ~0.5 GB of writes
-            _save_resume(loop.resume_dir, loop.resume_state(epoch))
-            loop.last_save = time.monotonic()
-        if loop.curve_path is not None:
-            write_curve(loop.curve_path, loop.history)
+        if path is None:
+            raise
+        if saved:
+            raise Interrupted(f"epochs 1-{saved} are saved in {path}; the next `dvc repro` resumes from epoch "
+                              f"{saved + 1}") from None
+        raise Interrupted("no epoch had finished; the next `dvc repro` starts training from epoch 1") from None

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from stages.lib import distributed
+from stages.lib import distributed, trainer
+from stages.lib.errors import Interrupted
 from stages.lib.methods import METHODS
 from stages.lib.models import build_backbone
 from stages.lib.params import params_from_dict
-from stages.lib.trainer import Model, SplitData, _run_batches, fit
+from stages.lib.trainer import RESUME_FILE, Model, SplitData, _run_batches, fit
 from tests.helpers import tiny_params
 
 # 21 training images: classification batches of 8, 8, 5 (the last splits 2 / 3 over two ranks);
@@ -38,9 +39,9 @@ def data(seed: int = 0) -> tuple[SplitData, SplitData]:
     return make(N_TRAIN), make(N_VAL)
 
 
-def train_params(epochs: int = 2):
+def train_params(epochs: int = 2, **changes):
     raw = tiny_params()
-    raw["train"].update(epochs=epochs, cosine_t_max=epochs, lr=1e-3)
+    raw["train"].update(epochs=epochs, cosine_t_max=epochs, lr=1e-3, **changes)
     return params_from_dict(raw).train
 
 
@@ -84,23 +85,52 @@ def gradients(name: str) -> dict:
     return {"steps": recorder.steps, "loss": loss}
 
 
-def run(name: str, epochs: int = 2) -> dict:
+def run(name: str, epochs: int = 2, resume_dir: Path | None = None, **changes) -> dict:
     """`fit` of method `name` (in whatever process group is current): the best weights by name, the
-    best epoch and the per-epoch history."""
+    best epoch and the per-epoch history. `resume_dir`, `changes`: as `fit`, train params."""
     method, backbone = method_and_backbone(name)
     train, val = data()
-    result = fit(method, backbone, train, val, train_params(epochs), seed=0, device=CPU)
+    result = fit(method, backbone, train, val, train_params(epochs, **changes), seed=0, device=CPU,
+                 resume_dir=resume_dir)
     weights = {f"backbone.{k}": v for k, v in result.backbone_state.items()}
     weights.update({f"head.{k}": v for k, v in (result.head_state or {}).items()})
     return {"weights": weights, "best_epoch": result.best_epoch, "history": result.history}
 
 
+RESUMED = "classification"  # the method stopped and resumed (it has a head: its state is restored too)
+
+
+def stopped_and_resumed(name: str, folder: Path) -> dict:
+    """`run(name)` with a resume folder, stopped as by Ctrl-C at the start of epoch 2 on every
+    process (epoch 1 is then in memory only: a checkpoint is due once an hour), then run again:
+    what the stop said, the epoch the checkpoint holds, and the resumed run."""
+    real = trainer._run_batches
+
+    def stop(*args, **kwargs):
+        if kwargs["epoch"] == 2 and kwargs["optimizer"] is not None:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    trainer._run_batches = stop
+    try:
+        run(name, resume_dir=folder, resume_every_s=3600)
+        said = "not stopped"
+    except Interrupted as exc:
+        said = str(exc)
+    finally:
+        trainer._run_batches = real
+    saved = torch.load(folder / RESUME_FILE, weights_only=True)["epoch"] if (folder / RESUME_FILE).exists() else None
+    return {"said": said, "saved_epoch": saved, "resumed": run(name, resume_dir=folder, resume_every_s=3600)}
+
+
 def rank(rank: int, world_size: int, folder: str, names: list[str]) -> None:
-    """One rank of the gloo group: train every method in `names`; rank 0 saves the results."""
+    """One rank of the gloo group: train every method in `names`, and `RESUMED` stopped and
+    resumed; rank 0 saves the results."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
     try:
         results = {name: {"fit": run(name), "gradients": gradients(name)} for name in names}
+        results["stopped"] = stopped_and_resumed(RESUMED, Path(folder) / "resume")
         if rank == 0:
             torch.save(results, Path(folder) / "results.pt")
     finally:

@@ -132,12 +132,12 @@ def test_normalise_equals_torchvision(flips):
 @pytest.mark.parametrize("flips", ["none", "mixed"])
 def test_the_accelerator_normalise_equals_torchvision_too(flips):
     """The torch-only path `normalise` takes on CUDA, run here on the CPU."""
-    from stages.lib.device import _normalise_torch
+    from stages.lib.device import MEAN, STD, _normalise_torch
 
     pixels = np.random.default_rng(1).integers(0, 256, (4, 16, 12, 3), dtype=np.uint8)
     images = to_device(pixels, torch.device("cpu"))
     flip = None if flips == "none" else torch.tensor([False, True, True, False])
-    ours = _normalise_torch(images, flip)
+    ours = _normalise_torch(images, flip, (MEAN, STD))
     assert ours.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(ours, _study_normalise(images, flip), rtol=1e-6, atol=1e-6)
 

@@ -3,6 +3,12 @@ and two gloo processes on the CPU training exactly as one process with the same 
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +16,10 @@ import torch.multiprocessing as mp
 
 from stages.lib import distributed
 from stages.lib.distributed import World, shard
+from stages.lib.errors import stage_main
 from stages.lib.methods import METHODS
 from stages.lib.params import params_from_dict
-from tests.helpers import default_params
+from tests.helpers import ROOT, default_params
 from tests.lib import distributed_runs
 
 NAMES = list(distributed_runs.METHOD_PARAMS)
@@ -116,6 +123,75 @@ def test_two_processes_train_the_same_weights_and_pick_the_same_epoch(two_proces
     assert worst <= WEIGHT_ATOL, f"{name}: weights differ by {worst:.3g}"
 
 
+def test_two_processes_stopped_keep_the_last_epoch_and_resume_to_the_same_result(two_processes):
+    # Ctrl-C (or the launcher's SIGTERM) in every process at the start of epoch 2, with epoch 1 in
+    # memory only: rank 0 writes it, every process says so; the rerun equals the uninterrupted run.
+    stopped = two_processes["stopped"]
+    assert stopped["said"].startswith("epochs 1-1 are saved in ") and stopped["said"].endswith(
+        "the next `dvc repro` resumes from epoch 2")
+    assert stopped["saved_epoch"] == 1
+    resumed, uninterrupted = stopped["resumed"], two_processes[distributed_runs.RESUMED]["fit"]
+    assert resumed["best_epoch"] == uninterrupted["best_epoch"] and resumed["history"] == uninterrupted["history"]
+    assert resumed["weights"].keys() == uninterrupted["weights"].keys()
+    for key, value in uninterrupted["weights"].items():
+        assert torch.equal(resumed["weights"][key], value), key
+
+
+def test_a_signal_stops_a_process_once():
+    # The launcher passes Ctrl-C on to processes that got it from the terminal too: the second
+    # must not cut short the saving of the last epoch.
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+            distributed._raise_stopped(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_a_stopped_run_ends_with_one_line_saying_what_was_kept(monkeypatch, capsys):
+    import torch.distributed.run as elastic
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    def stopped_by_sigterm(args):
+        raise SignalException("got SIGTERM", sigval=signal.SIGTERM)
+
+    monkeypatch.setattr(elastic, "run", stopped_by_sigterm)
+
+    @stage_main
+    def stage():
+        distributed.launch("stages.train", [], 2, hint="re-run", stopped="every finished epoch is kept in R")
+
+    with pytest.raises(SystemExit) as info:
+        stage()
+    assert info.value.code == 128 + signal.SIGTERM
+    said = capsys.readouterr().err
+    assert said == "terminated: its 2 training processes stopped; every finished epoch is kept in R\n"
+
+
+def test_a_process_dies_with_its_launcher(tmp_path):
+    # A stage killed outright (the OOM killer, SIGKILL) takes its training processes with it.
+    child = ("from stages.lib import distributed; distributed._die_with_parent(); import time; "
+             "print('ready', flush=True); time.sleep(120)")
+    parent = (f"import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', {child!r}], "
+              "stdout=subprocess.PIPE, text=True); print(c.pid, c.stdout.readline().strip(), flush=True); "
+              "time.sleep(120)")
+    launcher = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, ready = launcher.stdout.readline().split()
+        assert ready == "ready"
+        launcher.kill()
+        launcher.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            assert time.monotonic() < deadline, "the training process outlived its launcher"
+            time.sleep(0.05)
+    finally:
+        launcher.kill()
+        launcher.stdout.close()
+
+
 def failure(tmp_path, rank: int, exitcode: int, kind: str | None = None, message: str = ""):
     """A torchrun ProcessFailure of local rank `rank`, with an error file as a rank would write it."""
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -162,7 +238,7 @@ def test_only_rank_0_writes(monkeypatch, tmp_path):
     on(monkeypatch, 0, 2)
     trainer.write_curve(tmp_path / "curve.csv", [])
     trainer._save_resume(tmp_path / "resume", {"epoch": 1})
-    assert (tmp_path / "curve.csv").read_text() == "epoch,train_loss,val_loss,lr\n"
+    assert (tmp_path / "curve.csv").read_text() == "epoch,train_loss,val_loss,lr,best\n"
     assert torch.load(tmp_path / "resume" / trainer.RESUME_FILE)["epoch"] == 1
     on(monkeypatch, 1, 2)
     trainer.clear_resume(tmp_path / "resume")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -101,24 +102,27 @@ def test_retrieval_matches_a_naive_loop(monkeypatch, k):
     assert retrieval_scores(x, y, knn_k=k) == pytest.approx(naive(x, y, k), abs=1e-9)
 
 
-def test_kmeans_acc_std_is_over_single_initialisation_runs_from_kmeans_seed(monkeypatch):
+def test_kmeans_init_std_is_over_single_initialisation_runs_from_kmeans_seed(monkeypatch):
     # Scripted K-means: the study's run (10 inits, seed 7) is perfect; the single-init runs with seeds
     # 7, 8, 9 score 1, 1/2, 3/4 -> population std sqrt(((1/4)^2 + (1/4)^2 + 0) / 3) = sqrt(1/24).
+    # The L2-normalised view repeats the study's run only.
     labels = np.array([0, 0, 1, 1])
     scripted = {(10, 7): [0, 0, 1, 1], (1, 7): [1, 1, 0, 0], (1, 8): [0, 1, 0, 1], (1, 9): [0, 0, 0, 1]}
     calls = []
 
-    def fake_kmeans(embeddings, n_clusters, *, n_init, seed):
+    def fake_kmeans(embeddings, n_clusters, *, n_init, seed, overwrite=False):
         calls.append((n_init, seed))
         return np.array(scripted[(n_init, seed)])
 
     monkeypatch.setattr(metrics, "kmeans_clusters", fake_kmeans)
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     s = embedding_scores(x, labels, n_init=10, seed=7, kmeans_repeats=3, knn_k=1)
-    assert calls == [(10, 7), (1, 7), (1, 8), (1, 9)]
-    assert s["kmeans_acc"] == 1.0
-    assert s["kmeans_acc_std"] == pytest.approx(np.sqrt(1 / 24))
-    assert set(s) == {"kmeans_acc", "nmi", "ari", "kmeans_acc_std", "precision_at_1", "map_at_r", "knn_acc"}
+    assert calls == [(10, 7), (1, 7), (1, 8), (1, 9), (10, 7)]
+    assert s["kmeans_acc"] == 1.0 and s["kmeans_acc_ci95"] == [1.0, 1.0]
+    assert s["kmeans_init_std"] == pytest.approx(np.sqrt(1 / 24))
+    assert set(s) == {"kmeans_acc", "kmeans_acc_ci95", "nmi", "ari", "kmeans_init_std", "precision_at_1", "map_at_r",
+                      "knn_acc", "l2"}
+    assert set(s["l2"]) == {"kmeans_acc", "kmeans_acc_ci95", "nmi", "ari", "precision_at_1", "map_at_r", "knn_acc"}
 
 
 def test_separated_blobs_score_perfectly_with_no_spread():
@@ -126,27 +130,67 @@ def test_separated_blobs_score_perfectly_with_no_spread():
     labels = np.repeat(np.arange(4), 20)
     x = rng.normal(size=(4, 16))[labels] * 50 + rng.normal(size=(80, 16))
     s = embedding_scores(x, labels, n_init=3, seed=0, kmeans_repeats=4, knn_k=5)
-    assert s == pytest.approx({"kmeans_acc": 1.0, "nmi": 1.0, "ari": 1.0, "kmeans_acc_std": 0.0,
-                               "precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0})
+    perfect = {"kmeans_acc": 1.0, "nmi": 1.0, "ari": 1.0, "precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0}
+    for view in (s, s["l2"]):
+        assert view["kmeans_acc_ci95"] == [1.0, 1.0]
+        assert {k: view[k] for k in perfect} == pytest.approx(perfect)
+    assert s["kmeans_init_std"] == 0.0
 
 
 def test_one_repeat_has_zero_spread():
     rng = np.random.default_rng(1)
     s = embedding_scores(rng.normal(size=(30, 4)), np.arange(30) % 3, n_init=2, seed=0, kmeans_repeats=1, knn_k=3)
-    assert s["kmeans_acc_std"] == 0.0
+    assert s["kmeans_init_std"] == 0.0
 
 
-def test_the_evaluate_stage_writes_every_metric(tmp_path, params_file):
+def test_the_l2_view_scores_directions_not_lengths():
+    # Two classes that differ only in direction, with lengths spread over three orders of magnitude:
+    # K-means on the raw embeddings splits by length, on L2-normalised ones by direction.
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 5)
-    save_npz(tmp_path / "emb.npz", embeddings=rng.normal(size=(15, 8)).astype(np.float32), labels=labels)
+    labels = np.repeat([0, 1], 40)
+    angles = np.where(labels == 0, 0.0, np.pi / 2) + rng.normal(scale=0.05, size=80)
+    lengths = np.tile(np.r_[np.full(20, 1.0), np.full(20, 1000.0)], 2)
+    x = np.c_[np.cos(angles), np.sin(angles)] * lengths[:, None]
+    s = embedding_scores(x, labels, n_init=5, seed=0, kmeans_repeats=1, knn_k=3)
+    assert s["l2"]["kmeans_acc"] == 1.0
+    assert s["kmeans_acc"] < 0.8
+
+
+def test_per_image_results_are_the_matched_clustering(monkeypatch):
+    labels = np.array([3, 3, 3, 8, 8, 8])  # class ids need not be 0..k-1
+    x = np.array([[0.0], [0.1], [0.2], [9.0], [9.1], [0.3]])
+    scores, per_image = metrics.evaluate_embeddings(x, labels, n_init=3, seed=0, kmeans_repeats=1, knn_k=1,
+                                                    bootstrap_resamples=1000)
+    assert (per_image["predicted"] == np.array([3, 3, 3, 8, 8, 3])).all()
+    assert (per_image["correct"] == np.array([1, 1, 1, 1, 1, 0], dtype=bool)).all()
+    assert scores["kmeans_acc"] == pytest.approx(5 / 6)
+
+
+def test_the_evaluate_stage_writes_the_scores_of_its_params_and_the_run_record(tmp_path, params_file):
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    params["evaluate"].update(kmeans_n_init=3, kmeans_seed=5, kmeans_repeats=2, knn_k=3, distance="cosine",
+                              bootstrap_resamples=2000, bootstrap_seed=11)
+    params_file.write_text(yaml.safe_dump(params))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 6)
+    x = (rng.normal(size=(3, 8))[labels] + rng.normal(size=(18, 8)) * 0.8).astype(np.float32)
+    run = {"leak": {"test_in_train": 2, "test_in_pool": 7, "groups_across": 1, "val_in_train": 0,
+                    "anchors_outside_train": 0}, "triplet_pool": "study"}
+    save_npz(tmp_path / "emb.npz", embeddings=x, labels=labels, paths=np.array([f"p{i}" for i in range(18)]),
+             rows=np.arange(100, 118), run=np.array(json.dumps(run)))
     evaluate.main(["--params", str(params_file), "--embeddings", str(tmp_path / "emb.npz"),
-                   "--out", str(tmp_path / "m.json")])
+                   "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv")])
     written = json.loads((tmp_path / "m.json").read_text())
-    assert set(written) == {"kmeans_acc", "nmi", "ari", "kmeans_acc_std", "precision_at_1", "map_at_r",
-                            "knn_acc", "n_test", "n_classes"}
-    assert all(0.0 <= written[k] <= 1.0 for k in ("kmeans_acc", "kmeans_acc_std", "precision_at_1", "map_at_r",
-                                                    "knn_acc"))
+    expected, per_image = metrics.evaluate_embeddings(
+        x, labels, n_init=3, seed=5, kmeans_repeats=2, knn_k=3, distance="cosine", bootstrap_resamples=2000,
+        bootstrap_seed=11)
+    assert written == evaluate.rounded({**expected, "n_test": 18, "n_classes": 3, **run})
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table["row"]) == list(range(100, 118)) and list(table["path"]) == [f"p{i}" for i in range(18)]
+    assert (table["predicted"] == per_image["predicted"]).all() and table["correct"].mean() == pytest.approx(
+        written["kmeans_acc"], abs=1e-6)
 
 
 def blobs(
@@ -231,10 +275,47 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_the_search_runs_on_the_compute_device_with_the_cpus_numbers(device):
-    # The same code on every device; on a GPU machine this compares the GPU with the CPU.
-    x, y = blobs(n=600, seed=3)
-    on_cpu = metrics.retrieval_by_distance(x, y, knn_k=5, device=torch.device("cpu"))
-    here = metrics.retrieval_by_distance(x, y, knn_k=5, device=torch.device(device))
-    for name in ("euclidean", "cosine"):
-        assert here[name] == pytest.approx(on_cpu[name], abs=2 / len(x))  # at most a near-tie apart
+def test_the_search_on_each_device_gives_the_naive_loops_numbers(device, monkeypatch):
+    # The code that runs on a GPU, run here on every device there is (on a GPU machine: the GPU too),
+    # in blocks sized as on a GPU with 64 KiB free, against the naive loop on the CPU.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**16, 2**30))
+    rows = metrics.block_bytes(torch.device("cuda")) // (3 * 4 * 120)
+    assert rows == 2**14 // (12 * 120) == 11  # a quarter of what is free
+    monkeypatch.setattr(metrics, "block_bytes", lambda d: 2**14)
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(6), [2, 10, 14, 20, 30, 44])
+    x = rng.normal(size=(6, 8))[y] * 1.5 + rng.normal(size=(len(y), 8)) + 40.0
+    here = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean",), device=torch.device(device))
+    assert here["euclidean"] == pytest.approx(naive(x, y, 5), abs=1e-9)
+    assert 0.3 < here["euclidean"]["map_at_r"] < 0.95  # the data leaves room to be wrong
+
+
+def test_the_stage_searches_on_the_compute_device(monkeypatch):
+    used = []
+    monkeypatch.setattr(metrics, "compute_device", lambda: used.append("asked") or torch.device("cpu"))
+    items = metrics._Items
+    monkeypatch.setattr(metrics, "_Items", lambda x, device: used.append(device) or items(x, device))
+    x, y = blobs(n=60, seed=5)
+    metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=3, bootstrap_resamples=10)
+    assert used == ["asked", torch.device("cpu")]  # asked once, for one search serving both views
+
+
+def test_the_l2_view_is_searched_as_l2_normalised_embeddings_zero_rows_included(monkeypatch):
+    # Lengths spread over four orders of magnitude (rows far shorter than the mean vector: the
+    # angles then come from a normalised copy) and two zero rows: the shared search ranks as a
+    # search of the normalised copy would.
+    x, y = blobs(n=300, seed=6, duplicates=False)
+    x = x * np.exp(np.random.default_rng(6).uniform(-6, 3, size=(len(x), 1))).astype(np.float32)
+    x[[5, 50]] = 0.0
+    shared = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean", "euclidean_l2"))
+    assert shared["euclidean"] == retrieval_scores(x, y, knn_k=5)
+    copy = retrieval_scores(metrics.l2_normalise(x), y, knn_k=5)
+    assert shared["euclidean_l2"] == pytest.approx(copy, abs=1 / len(x))  # at most a near-tie apart
+    scores, _ = metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=5,
+                                            bootstrap_resamples=10)
+    assert {k: scores["l2"][k] for k in copy} == shared["euclidean_l2"]
+    assert {k: scores[k] for k in copy} == shared["euclidean"]
+    cosine, _ = metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=5, distance="cosine",
+                                            bootstrap_resamples=10)
+    assert {k: cosine["l2"][k] for k in copy} == {k: cosine[k] for k in copy} == retrieval_scores(
+        x, y, knn_k=5, distance="cosine")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from stages.lib.datasets import DATASETS
@@ -59,11 +60,34 @@ def test_negative_shots():
     assert "shots" in error_of(tiny_params(shots=-1))
 
 
-def test_shots_larger_than_the_smallest_class():
-    message = error_of(tiny_params(shots=13))  # synthetic has 12 images per class
-    assert "shots" in message and "at most 12" in message
-    message = error_of(tiny_params(datasets=["digits"], shots=175))  # digit 8 has 174 images
-    assert "at most 174" in message
+def test_shots_too_large_names_the_real_limit_in_one_step(tmp_path):
+    """The limit named at validation is the split stage's own: shots at the limit validates and
+    splits; one more is refused before anything runs, naming that same number."""
+    from stages import download, split
+
+    raw = tiny_params(shots=99)
+    message = error_of(raw)
+    limit = int(message.split("at most ")[1].split()[0])
+    assert "for synthetic" in message and limit < raw["sources"]["synthetic"]["per_class"]  # after hold-out
+    assert f"at most {limit}" in error_of(tiny_params(shots=limit + 1))
+    p = str(write_params(tmp_path / "params.yaml", tiny_params(shots=limit)))
+    download.main(["synthetic", "--params", p, "--out", f"{tmp_path}/raw", "--cache", f"{tmp_path}/cache"])
+    split.main(["synthetic", "--params", p, "--raw", f"{tmp_path}/raw", "--out", f"{tmp_path}/splits"])
+    train = (tmp_path / "splits/train.csv").read_text().strip().splitlines()
+    assert len(train) == 1 + limit * raw["sources"]["synthetic"]["n_classes"]
+
+    digits = tiny_params(datasets=["digits"], shots=175)
+    digits["split"].update(test_fraction=0.2, val_fraction=0.1)  # the demo's: digit 8 (174 images) keeps 122
+    assert "at most 122 for digits" in error_of(digits)
+
+
+def test_digits_class_sizes_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    from stages.lib.datasets.digits import CLASS_SIZES
+
+    labels, counts = np.unique(load_digits().target, return_counts=True)
+    assert CLASS_SIZES == {str(label): int(count) for label, count in zip(labels, counts, strict=True)}
 
 
 def test_unknown_keys_at_every_level():

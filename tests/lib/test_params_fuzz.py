@@ -12,8 +12,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stages.lib.datasets import DATASETS
 from stages.lib.errors import PipelineError
-from stages.lib.params import Params, params_from_dict
+from stages.lib.methods import METHODS
+from stages.lib.params import MAX_SEED, Params, params_from_dict
 from tests.helpers import tiny_params
 
 BASE = tiny_params()
@@ -91,13 +93,50 @@ def test_any_mutation_is_valid_params_or_one_line_naming_a_key(case):
         if () not in touched:  # (a whole-file replacement may name any key)
             named = {str(p[0]) for p in touched}
             assert any(n in message or _escaped(n) in message for n in named), (message, touched)
-    else:  # valid params are usable: every seed is one its library takes
-        assert isinstance(params, Params)
-        assert math.isfinite(params.train.lr) and params.train.epochs >= 1
-        torch.manual_seed(params.seed)
-        np.random.default_rng([params.seed, params.shots])
-        for seed in (params.evaluate.kmeans_seed, params.umap.seed):
-            np.random.RandomState(seed)  # scikit-learn's and umap-learn's random_state
+    else:
+        assert_usable(params)
+
+
+def assert_usable(params: Params) -> None:
+    """What every accepted params must satisfy for the pipeline to run as documented."""
+    assert isinstance(params, Params)
+    assert params.seeds and len(set(params.seeds)) == len(params.seeds), params.seeds  # one run per seed
+    assert all(0 <= s <= MAX_SEED for s in (params.seed, *params.seeds)), (params.seed, params.seeds)
+    assert params.shots >= 0
+    for names, registry in ((params.datasets, DATASETS), (params.methods, METHODS)):
+        assert names and len(set(names)) == len(names) and all(n in registry for n in names), names
+    s, t, e = params.split, params.train, params.evaluate
+    assert 0 < s.test_fraction and 0 < s.val_fraction and s.test_fraction + s.val_fraction < 1
+    assert math.isfinite(t.lr) and t.lr > 0 and t.epochs >= 1 and 0 <= t.eta_min <= t.lr
+    assert len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas) and 0 <= t.hflip <= 1
+    assert 0 < t.warmup_start_factor <= 1 and t.warmup_epochs >= 0 and t.cosine_t_max >= 1
+    assert e.kmeans_n_init >= 1 and e.knn_k >= 1 and e.kmeans_repeats >= 1
+    assert 0 <= e.kmeans_seed and e.kmeans_seed + e.kmeans_repeats - 1 <= MAX_SEED
+    for name, section in params.method.items():
+        assert getattr(section, "batch_size", 1) >= 1, name
+    torch.manual_seed(params.seed)  # every seed is one its library takes
+    np.random.default_rng([params.seed, params.shots])
+    for seed in (params.evaluate.kmeans_seed, params.evaluate.kmeans_seed + params.evaluate.kmeans_repeats - 1,
+                 params.umap.seed, *params.seeds):
+        np.random.RandomState(seed)  # scikit-learn's and umap-learn's random_state
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-2, 4) | st.sampled_from([MAX_SEED, MAX_SEED + 1]), max_size=5),
+    st.lists(st.sampled_from([*DATASETS.names(), "cifar"]), max_size=3),
+    st.lists(st.sampled_from([*METHODS.names(), "arcface"]), max_size=3),
+)
+def test_any_seed_dataset_and_method_lists_are_usable_or_refused_naming_them(seeds, datasets, methods):
+    raw = copy.deepcopy(BASE)
+    raw.update(seeds=seeds, datasets=datasets, methods=methods)
+    raw["split"]["source"] = "generated"
+    try:
+        params = params_from_dict(raw)
+    except PipelineError as exc:
+        assert any(f"params.yaml: {key}" in str(exc) for key in ("seeds", "datasets", "methods")), str(exc)
+    else:
+        assert_usable(params)
 
 
 def _escaped(text: str) -> str:

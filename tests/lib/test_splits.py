@@ -73,3 +73,16 @@ def test_few_shot_larger_than_a_class_says_the_limit():
     s = build_splits(manifest({"a": 50, "b": 10}), test_fraction=0.2, val_fraction=0.1, seed=0)
     with pytest.raises(PipelineError, match=r"shots=8 .* class 'b'.*at most 7"):
         few_shot(s.train, 8, seed=0, dataset="toy")
+
+
+def test_few_shot_takes_k_different_source_groups_where_a_class_has_them():
+    # DeFungi-like: 10 raw images of 4 patches each per class; 5 shots must be 5 different raw images.
+    m = manifest({"a": 80, "b": 80}, per_group=4)
+    s = build_splits(m, test_fraction=0.2, val_fraction=0.1, seed=0)
+    for seed in range(5):
+        k = few_shot(s.train, 5, seed)
+        assert (k.groupby("class")["group"].nunique() == 5).all()
+    # A class with fewer groups than shots: every group, then more patches of them.
+    small = manifest({"a": 12, "b": 12}, per_group=4)  # 3 groups a class
+    k = few_shot(small, 5, 0)
+    assert (k.groupby("class").size() == 5).all() and (k.groupby("class")["group"].nunique() == 3).all()

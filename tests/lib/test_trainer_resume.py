@@ -29,7 +29,7 @@ class Interrupted(Exception):
 
 def train_params(**changes):
     raw = tiny_params()
-    raw["train"].update(epochs=EPOCHS, cosine_t_max=EPOCHS, **changes)
+    raw["train"].update({"epochs": EPOCHS, "cosine_t_max": EPOCHS, **changes})
     return params_from_dict(raw).train
 
 
@@ -191,3 +191,26 @@ def test_a_non_finite_loss_names_epoch_and_batch_and_keeps_the_last_good_epoch(t
     saved = torch.load(folder / RESUME_FILE, weights_only=True)
     assert saved["epoch"] == 2 and [row["epoch"] for row in saved["history"]] == [1, 2]
     assert all(torch.isfinite(v).all() for v in saved["backbone"].values() if v.is_floating_point())
+
+
+def test_equal_validation_losses_select_the_later_epoch(monkeypatch):
+    # The study's `<=`: with fixed validation triplets the loss can be exactly 0 on several epochs.
+    real = trainer._run_batches
+    losses = {1: 0.5, 2: 0.0, 3: 0.0}
+    monkeypatch.setattr(trainer, "_run_batches", lambda *a, **k: real(*a, **k) if k["optimizer"] is not None
+                        else losses[k["epoch"]])
+    result = run(None)
+    assert result.best_epoch == 3 and result.best_val_loss == 0.0
+
+
+def test_inputs_are_normalised_with_the_models_own_mean_and_std(monkeypatch):
+    seen = []
+    real = trainer.normalise
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["stats"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "normalise", spy)
+    run(None, params=train_params(epochs=1, cosine_t_max=1))
+    assert set(seen) == {((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}  # timm's config of test_convnext, not ImageNet's

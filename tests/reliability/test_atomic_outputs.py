@@ -52,7 +52,8 @@ def embedded(workspace):
     train.main(ws.train_args("pretrained", "run", resume=False))
     embed.main(["--params", p, "--model", f"{d}/run/model", "--splits", f"{d}/splits", "--decoded",
                 f"{d}/decoded.npy", "--out", f"{d}/out/embeddings.npz"])
-    evaluate.main(["--params", p, "--embeddings", f"{d}/out/embeddings.npz", "--out", f"{d}/out/metrics.json"])
+    evaluate.main(["--params", p, "--embeddings", f"{d}/out/embeddings.npz", "--out", f"{d}/out/metrics.json",
+                   "--predictions", f"{d}/out/predictions.csv"])
     return ws
 
 
@@ -99,7 +100,8 @@ def test_metrics_failing_partway(embedded, monkeypatch, where):
         monkeypatch.setattr(Path, "write_text", half_then_fail)
     with pytest.raises((Injected, OSError)):
         evaluate.main(["--params", str(ws.params), "--embeddings", f"{d}/out/embeddings.npz",
-                       "--out", f"{d}/out/metrics.json"])
+                       "--out", f"{d}/out/metrics.json",
+                   "--predictions", f"{d}/out/predictions.csv"])
     assert snapshot(d / "out") == before
     json.loads((d / "out/metrics.json").read_text())
 

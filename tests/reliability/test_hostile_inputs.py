@@ -18,6 +18,7 @@ from PIL import Image
 
 from stages import decode, download, embed, split, train
 from stages.lib.datasets import DATASETS, file_stem_group
+from stages.lib.leaks import no_leak
 from stages.lib.manifest import MANIFEST, scan
 from stages.lib.models import WEIGHTS_FILE, build_backbone, save_checkpoint
 from tests.helpers import ROOT, tiny_params, write_params
@@ -155,7 +156,9 @@ def small_class_dataset(root: Path, small: int) -> Path:
 
 def test_a_class_with_fewer_images_than_shots_fails_split(tmp_path, capsys):
     raw = small_class_dataset(tmp_path / "raw", 8)
-    params = write_params(tmp_path / "params.yaml", tiny_params(shots=10))
+    settings = tiny_params(shots=10)
+    settings["sources"]["synthetic"]["per_class"] = 40  # params allow 10; this download's small class does not
+    params = write_params(tmp_path / "params.yaml", settings)
     out = tmp_path / "splits"
     line = fails(capsys, split.main, ["synthetic", "--params", str(params), "--raw", str(raw), "--out", str(out)])
     assert "shots=10 is larger than the training images of class 'small'" in line and "set shots to at most" in line
@@ -227,7 +230,8 @@ def test_a_params_key_with_control_characters_is_shown_on_one_line(tmp_path, cap
 def model_dir(tmp_path, params) -> Path:
     """A valid checkpoint of test_convnext, and split tables and decoded pixels to embed with it."""
     backbone = build_backbone("test_convnext")
-    meta = {"model": "test_convnext", "image_size": 32, "classes": ["a", "b"], "pretrained": False}
+    meta = {"model": "test_convnext", "image_size": 32, "classes": ["a", "b"], "pretrained": False,
+            "leak": no_leak()}
     save_checkpoint(tmp_path / "model", backbone, None, meta)
     (tmp_path / "splits").mkdir()
     (tmp_path / "splits/test.csv").write_text("row,path,label,class,group\n0,x/0.jpg,0,a,a/0\n1,x/1.jpg,1,b,b/1\n")

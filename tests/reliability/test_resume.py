@@ -24,8 +24,10 @@ def downstream(ws, tag: str) -> dict[str, bytes]:
     d, p = ws.root, str(ws.params)
     embed.main(["--params", p, "--model", f"{d}/{tag}/model", "--splits", f"{d}/splits",
                 "--decoded", f"{d}/decoded.npy", "--out", f"{d}/{tag}/embeddings.npz"])
-    evaluate.main(["--params", p, "--embeddings", f"{d}/{tag}/embeddings.npz", "--out", f"{d}/{tag}/metrics.json"])
-    return {name: (d / tag / name).read_bytes() for name in (*OUTPUTS, "embeddings.npz", "metrics.json")}
+    evaluate.main(["--params", p, "--embeddings", f"{d}/{tag}/embeddings.npz", "--out", f"{d}/{tag}/metrics.json",
+                   "--predictions", f"{d}/{tag}/predictions.csv"])
+    names = (*OUTPUTS, "embeddings.npz", "metrics.json", "predictions.csv")
+    return {name: (d / tag / name).read_bytes() for name in names}
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_bytes(workspace):
@@ -60,7 +62,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_bytes(workspace):
 def test_a_checkpoint_from_other_params_is_discarded_by_the_stage(workspace, monkeypatch, caplog):
     ws = workspace
     with monkeypatch.context() as mp:  # leave the finished run's checkpoint behind, as a kill would
-        mp.setattr(train, "clear_resume", lambda folder: None)
+        mp.setattr(trainer, "clear_resume", lambda folder: None)  # the stage imports it when it runs
         train.main(ws.train_args("classification", "old"))
     stale = ws.root / "resume/old" / RESUME_FILE
     assert torch.load(stale, weights_only=True)["epoch"] == 4
@@ -96,3 +98,55 @@ def test_a_non_finite_loss_fails_the_stage_in_one_line_and_keeps_the_last_good_e
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["epoch"] == 1 and saved["best"]["epoch"] == 1
     assert not (ws.root / "nan/model").exists(), "no final checkpoint from a failed run"
+
+
+def wait_for_epochs(proc, curve, epochs: int) -> None:
+    """Until the run's curve lists `epochs` finished epochs (it is rewritten after each one)."""
+    deadline = time.monotonic() + 300
+    while not curve.is_file() or len(curve.read_text().strip().splitlines()) < 1 + epochs:
+        assert proc.poll() is None, f"training ended early:\n{proc.communicate()[1]}"
+        assert time.monotonic() < deadline, "no finished epoch after 300 s"
+        time.sleep(0.005)
+
+
+def test_ctrl_c_saves_the_last_finished_epoch_at_once_and_the_rerun_gives_the_uninterrupted_bytes(workspace):
+    """resume_every_s is an hour, so no periodic checkpoint exists: Ctrl-C itself writes the last
+    finished epoch (kept in memory), says where the next run resumes, and that run ends in the bytes
+    of an uninterrupted one."""
+    ws = workspace
+    ws.params = ws.write_params(reliability_params(epochs=4, cosine_t_max=4, resume_every_s=3600), "hourly.yaml")
+    whole = ws.run_train("triplet", "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    proc = ws.popen_train("triplet", "stopped")
+    wait_for_epochs(proc, ws.root / "stopped/curve.csv", 1)
+    checkpoint = ws.root / "resume/stopped" / RESUME_FILE
+    assert not checkpoint.exists()  # nothing periodic was written
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, f"training finished before Ctrl-C; raise train.epochs:\n{err}"
+    assert "Traceback" not in err
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= done < 4
+    last = err.strip().splitlines()[-1]
+    assert last == (f"interrupted: epochs 1-{done} are saved in {checkpoint}; the next `dvc repro` resumes "
+                    f"from epoch {done + 1}"), err
+    assert not (ws.root / "stopped/model").exists()
+
+    again = ws.run_train("triplet", "stopped")
+    assert again.returncode == 0, again.stderr
+    assert f"epochs 1-{done} done, continuing at epoch {done + 1}" in again.stderr
+    assert downstream(ws, "stopped") == downstream(ws, "whole")
+
+
+def test_sigterm_is_handled_as_ctrl_c(workspace):
+    ws = workspace
+    ws.params = ws.write_params(reliability_params(epochs=4, cosine_t_max=4, resume_every_s=3600), "hourly.yaml")
+    proc = ws.popen_train("classification", "term")
+    wait_for_epochs(proc, ws.root / "term/curve.csv", 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    checkpoint = ws.root / "resume/term" / RESUME_FILE
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert err.strip().splitlines()[-1].startswith(f"terminated: epochs 1-{done} are saved in {checkpoint}")

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from stages import annotations, decode, download, split, train, weights
+from stages.lib import trainer
 from tests.helpers import project_copy, run, write_params
 from tests.stages import study_data as sd
 
@@ -127,7 +129,8 @@ def test_split_uses_the_study_lists(http_files, tmp_path, caplog):
     params = sd.serve_study(http_files)
     _prepare(tmp_path, params, "pets")
     assert sorted(p.name for p in (tmp_path / "splits" / "pets").iterdir()) == [
-        "classes.json", "test.csv", "train.csv", "triplet_train.csv", "triplet_val.csv", "val.csv",
+        "checks.json", "classes.json", "pool.csv", "test.csv", "train.csv", "triplet_train.csv", "triplet_val.csv",
+        "val.csv",
     ]
     train_table = _table(tmp_path, "pets", "train")
     assert list(train_table.columns) == ["row", "path", "label", "class", "group"]
@@ -142,9 +145,19 @@ def test_split_uses_the_study_lists(http_files, tmp_path, caplog):
     assert (manifest.loc[triplets["row"], "path"].to_numpy() == triplets["path"].to_numpy()).all()
     assert json.loads((tmp_path / "splits" / "pets" / "classes.json").read_text()) == sorted(sd.BREEDS)
 
+    checks = json.loads((tmp_path / "splits" / "pets" / "checks.json").read_text())
+    assert checks["triplet"]["repeated_anchors_train"] == 1 and checks["triplet"]["anchors_outside_train"] == 0
+    assert checks["classification"]["test_in_train"] == 0 and "repeated_anchors_train: 1" not in caplog.text
+    assert "repeated_anchors_train 1" in caplog.text  # counted in the split log
+    pool = _table(tmp_path, "pets", "pool")
+    assert list(pool["row"]) == list(range(len(manifest))) and (pool["path"] == manifest["path"]).all()
+
     _prepare(tmp_path, params, "defungi")  # its lists put patches of raw image 2a in train and test
     assert "source groups" in caplog.text and "split.source: generated never does this" in caplog.text
     assert len(_table(tmp_path, "defungi", "test")) == 10
+    checks = json.loads((tmp_path / "splits" / "defungi" / "checks.json").read_text())
+    # Raw image 2a of each class has patches in train and test, 3a in val and test.
+    assert checks["classification"]["groups_across"] == 10
 
 
 def test_split_with_15_shots_uses_the_low_data_lists(http_files, tmp_path):
@@ -190,13 +203,13 @@ def test_train_uses_the_triplet_lists(http_files, tmp_path, monkeypatch):
     decode.main(["--params", p, "--raw", f"{d}/raw/pets", "--out", f"{d}/decoded.npy"])
     weights.main(["--params", p, "--out", f"{d}/pretrained", "--cache", f"{d}/cache/w"])
     seen = {}
-    real_fit = train.fit
+    real_fit = trainer.fit  # the train stage imports it when it runs
 
     def spy(method, backbone, train_data, val_data, *args, **kwargs):
         seen[method.name] = (train_data, val_data)
         return real_fit(method, backbone, train_data, val_data, *args, **kwargs)
 
-    monkeypatch.setattr(train, "fit", spy)
+    monkeypatch.setattr(trainer, "fit", spy)
     for method in ("triplet", "classification"):
         train.main(["pets", method, "--seed", "0",
                     "--params", p, "--splits", f"{d}/splits/pets", "--decoded", f"{d}/decoded.npy",
@@ -209,6 +222,23 @@ def test_train_uses_the_triplet_lists(http_files, tmp_path, monkeypatch):
     train_data, _ = seen["classification"]
     assert len(train_data.labels) == 9 and train_data.negative_labels is None
     assert (d / "models" / "triplet" / "model.safetensors").exists()
+    meta = json.loads((d / "models" / "triplet" / "meta.json").read_text())
+    assert meta["triplet_pool"] == "split" and meta["leak"]["test_in_pool"] == 0
+    assert meta["leak"]["anchors_outside_train"] == 0 and meta["leak"]["test_in_train"] == 0
+
+    # The study's sampling: the anchors of its list, drawn against every downloaded image, test included.
+    study = yaml.safe_load(Path(p).read_text())
+    study["triplet"]["pool"] = "study"
+    p = str(write_params(tmp_path / "study.yaml", study))
+    train.main(["pets", "triplet", "--seed", "0", "--params", p, "--splits", f"{d}/splits/pets",
+                "--decoded", f"{d}/decoded.npy", "--weights", f"{d}/pretrained", "--out", f"{d}/models/study",
+                "--curve", f"{d}/study.csv"])
+    train_data, val_data = seen["triplet"]
+    manifest = pd.read_csv(d / "raw" / "pets" / "manifest.csv")
+    assert len(train_data.pixels) == len(manifest) and val_data.pixels is train_data.pixels
+    assert (train_data.anchors == triplets["row"].to_numpy()).all()
+    meta = json.loads((d / "models" / "study" / "meta.json").read_text())
+    assert meta["triplet_pool"] == "study" and meta["leak"]["test_in_pool"] == 6  # every test image
 
 
 # --------------------------------------------------------------------------- dvc repro

@@ -2,9 +2,11 @@
 
 `DATASETS.get(name)` returns a `DatasetSpec`; `register_dataset` adds one. A dataset's
 `fetch(source, images_dir, cache_dir)` writes `images_dir/<class>/<file>` (any image format
-Pillow reads), may keep downloaded archives in `cache_dir` (which survives reruns, so a
-download resumes), and raises PipelineError on problems; the `download` stage does the rest
-(manifest, checks, atomicity).
+Pillow reads; sub-folders below the class allowed), may keep downloaded archives in `cache_dir`
+(which survives reruns, so a download resumes), and raises PipelineError on problems; it may
+return manifest values to use instead of the defaults ({"group": {path: group}, "split": ...}).
+The `download` stage does the rest (manifest, checks, atomicity). `dataset_spec` also gives the
+spec of a dataset of your own (`own.py`: a folder or a CSV named in `params.yaml`, no code).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from stages.lib.registry import Registry
+
+Fetch = Callable[[Any, Path, Path], "dict[str, dict[str, str]] | None"]
 
 
 def file_stem_group(relpath: str) -> str:
@@ -28,9 +32,11 @@ class DatasetSpec:
 
     name: str
     params_type: type  # dataclass of its `sources.<name>` section
-    fetch: Callable[[Any, Path, Path], None]
+    fetch: Fetch
     description: str
-    smallest_class: Callable[[Any], int | None] = lambda source: None
+    # Images per class known before the download, for a dataset whose every image is its own source
+    # group: params validation then names the exact `shots` limit before anything runs.
+    class_sizes: Callable[[Any], dict[str, int] | None] = lambda source: None
     group_of: Callable[[str], str] = file_stem_group  # "class/file" -> group id
     needs_network: bool = False
     expected_classes: int | None = None  # documented number of classes, checked after download
@@ -38,6 +44,7 @@ class DatasetSpec:
     expected_per_class: dict[str, int] | None = None  # documented images per class
     annotation_prefix: str | None = None  # the study's split lists are `<prefix>_train.txt` etc.
     study_test_per_class: int | None = None  # test images per class in the study (split.test_per_class: study)
+    origin: str | None = None  # a dataset of your own: the folder or CSV it comes from (for messages)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -48,7 +55,7 @@ def register_dataset(
     params_type: type,
     description: str,
     *,
-    smallest_class: Callable[[Any], int | None] | None = None,
+    class_sizes: Callable[[Any], dict[str, int] | None] | None = None,
     group_of: Callable[[str], str] | None = None,
     needs_network: bool = False,
     expected_classes: int | None = None,
@@ -56,16 +63,16 @@ def register_dataset(
     expected_per_class: dict[str, int] | None = None,
     annotation_prefix: str | None = None,
     study_test_per_class: int | None = None,
-) -> Callable[[Callable[[Any, Path, Path], None]], Callable[[Any, Path, Path], None]]:
+) -> Callable[[Fetch], Fetch]:
     """Decorator: register `fetch(source_params, images_dir, cache_dir)` as dataset `name`."""
 
-    def add(fetch: Callable[[Any, Path, Path], None]) -> Callable[[Any, Path, Path], None]:
+    def add(fetch: Fetch) -> Fetch:
         spec = DatasetSpec(
             name=name,
             params_type=params_type,
             fetch=fetch,
             description=description,
-            smallest_class=smallest_class or (lambda source: None),
+            class_sizes=class_sizes or (lambda source: None),
             group_of=group_of or file_stem_group,
             needs_network=needs_network,
             expected_classes=expected_classes,
@@ -78,6 +85,16 @@ def register_dataset(
         return fetch
 
     return add
+
+
+def dataset_spec(name: str, sources: dict[str, Any], base: Path = Path(".")) -> DatasetSpec:
+    """Dataset `name`: its registry entry, or one of your own defined by `sources[name]` (a folder,
+    or a CSV and root; relative paths from `base`, the folder of params.yaml)."""
+    from stages.lib.datasets.own import is_own, own_spec
+
+    if name not in DATASETS and is_own(sources.get(name)):
+        return own_spec(name, sources[name], base)
+    return DATASETS.get(name)
 
 
 # Importing the modules registers their datasets.

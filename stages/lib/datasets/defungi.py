@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stages.lib.datasets import register_dataset
 from stages.lib.errors import PipelineError
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ class DefungiSource:
     sha256: str | None
 
     def check(self, where: str) -> None:
-        _require(self.url.startswith(("http://", "https://", "file://")), f"{where}.url", "an http(s) URL", self.url)
-        _require(
+        require(self.url.startswith(("http://", "https://", "file://")), f"{where}.url", "an http(s) URL", self.url)
+        require(
             self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None,
             f"{where}.sha256", "64 lowercase hex digits or null", self.sha256,
         )
@@ -70,7 +70,6 @@ def _class_images(root: Path) -> dict[str, list[Path]]:
     "defungi",
     DefungiSource,
     "DeFungi: 9,114 microscope patches, 5 classes (CC BY 4.0), from the UCI repository",
-    smallest_class=lambda source: COUNTS["H6"],
     group_of=patch_group,
     needs_network=True,
     expected_classes=len(CLASSES),

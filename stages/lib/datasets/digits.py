@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from stages.lib.datasets import register_dataset
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 
 @dataclass(frozen=True)
@@ -19,17 +19,18 @@ class DigitsSource:
     image_size: int
 
     def check(self, where: str) -> None:
-        _require(self.image_size >= 8, f"{where}.image_size", "an integer >= 8", self.image_size)
+        require(self.image_size >= 8, f"{where}.image_size", "an integer >= 8", self.image_size)
 
 
-SMALLEST_CLASS = 174  # digit 8 has 174 images in sklearn's copy
+# Images per digit in scikit-learn's copy (1,797 in all; every image is its own source group).
+CLASS_SIZES = {"0": 178, "1": 182, "2": 177, "3": 183, "4": 181, "5": 182, "6": 181, "7": 179, "8": 174, "9": 180}
 
 
 @register_dataset(
     "digits",
     DigitsSource,
     "scikit-learn's handwritten digits: 1,797 images, 10 classes, ships with the package",
-    smallest_class=lambda source: SMALLEST_CLASS,
+    class_sizes=lambda source: dict(CLASS_SIZES),
 )
 def fetch_digits(source: DigitsSource, images_dir: Path, cache_dir: Path) -> None:
     """Write every digit as a grayscale PNG, white on black, bilinearly upscaled."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stages.lib.datasets import register_dataset
 from stages.lib.errors import PipelineError
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,8 @@ class RemoteFile:
     md5: str | None
 
     def check(self, where: str) -> None:
-        _require(self.url.startswith(("http://", "https://", "file://")), f"{where}.url", "an http(s) URL", self.url)
-        _require(
+        require(self.url.startswith(("http://", "https://", "file://")), f"{where}.url", "an http(s) URL", self.url)
+        require(
             self.md5 is None or re.fullmatch(r"[0-9a-f]{32}", self.md5) is not None,
             f"{where}.md5", "32 lowercase hex digits or null", self.md5,
         )

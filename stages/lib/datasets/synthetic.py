@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stages.lib.datasets import register_dataset
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ((220, 40, 40), (40, 160, 60), (40, 70, 220), (230, 200, 30))
@@ -28,13 +28,13 @@ class SyntheticSource:
     seed: int
 
     def check(self, where: str) -> None:
-        _require(
+        require(
             2 <= self.n_classes <= MAX_CLASSES, f"{where}.n_classes", f"an integer in [2, {MAX_CLASSES}]",
             self.n_classes,
         )
-        _require(self.per_class >= 3, f"{where}.per_class", "an integer >= 3", self.per_class)
-        _require(self.image_size >= 16, f"{where}.image_size", "an integer >= 16", self.image_size)
-        _require(self.seed >= 0, f"{where}.seed", "an integer >= 0", self.seed)
+        require(self.per_class >= 3, f"{where}.per_class", "an integer >= 3", self.per_class)
+        require(self.image_size >= 16, f"{where}.image_size", "an integer >= 16", self.image_size)
+        require(self.seed >= 0, f"{where}.seed", "an integer >= 0", self.seed)
 
 
 def class_names(n_classes: int) -> list[str]:
@@ -75,7 +75,7 @@ def draw_image(name: str, size: int, rng: np.random.Generator) -> Image.Image:
     "synthetic",
     SyntheticSource,
     "generated shapes, colours and textures; sized by params, for tests",
-    smallest_class=lambda source: source.per_class,
+    class_sizes=lambda source: dict.fromkeys(class_names(source.n_classes), source.per_class),
 )
 def fetch_synthetic(source: SyntheticSource, images_dir: Path, cache_dir: Path) -> None:
     """Write `per_class` JPEGs for each of `n_classes` classes, reproducibly from `seed`."""

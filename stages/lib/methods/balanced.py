@@ -11,15 +11,15 @@ import math
 
 import numpy as np
 
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 
 def check_balanced(where: str, batch_size: int, images_per_class: int) -> None:
     """Validate a method's `batch_size` and `images_per_class` (>= 2 classes of >= 2 images per batch)."""
-    _require(images_per_class >= 2, f"{where}.images_per_class", "an integer >= 2 (an image needs a positive)",
-             images_per_class)
-    _require(batch_size >= 2 * images_per_class, f"{where}.batch_size",
-             f"an integer >= 2 * images_per_class = {2 * images_per_class} (a batch needs two classes)", batch_size)
+    require(images_per_class >= 2, f"{where}.images_per_class", "an integer >= 2 (an image needs a positive)",
+            images_per_class)
+    require(batch_size >= 2 * images_per_class, f"{where}.batch_size",
+            f"an integer >= 2 * images_per_class = {2 * images_per_class} (a batch needs two classes)", batch_size)
 
 
 def batch_shape(n_classes: int, batch_size: int, images_per_class: int) -> tuple[int, int]:

@@ -32,6 +32,8 @@ class Method:
     # them (the study's triplet lists). Their rows carry `negative_label`, which `epoch_batches`
     # then receives as `negative_labels=`.
     study_tables: ClassVar[dict[str, str]] = {}
+    # Where a sampling method draws positives and negatives from (`triplet.pool`); None: no pool.
+    pool: str | None = None
 
     def __init__(self, params: Any, n_classes: int, embed_dim: int) -> None:
         self.params = params

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from stages.lib.methods.base import Method, register_method, shuffled_batches
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class ClassificationParams:
     batch_size: int
 
     def check(self, where: str) -> None:
-        _require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
 
 
 @register_method("classification")

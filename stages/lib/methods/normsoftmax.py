@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.lib.methods.base import Method, register_method, shuffled_batches
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,8 @@ class NormSoftmaxParams:
     temperature: float
 
     def check(self, where: str) -> None:
-        _require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.temperature > 0, f"{where}.temperature", "a number > 0", self.temperature)
+        require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        require(self.temperature > 0, f"{where}.temperature", "a number > 0", self.temperature)
 
 
 class CosineClassifier(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from stages.lib.methods.balanced import check_balanced, class_balanced_batches
 from stages.lib.methods.base import Method, register_method
-from stages.lib.params import _require
+from stages.lib.validate import require
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class TripletBatchHardParams:
 
     def check(self, where: str) -> None:
         check_balanced(where, self.batch_size, self.images_per_class)
-        _require(self.margin > 0, f"{where}.margin", "a number > 0", self.margin)
+        require(self.margin > 0, f"{where}.margin", "a number > 0", self.margin)
 
 
 @register_method("triplet_batch_hard")

@@ -1,0 +1,214 @@
+"""Mutation testing (`make mutate`): mutmut over the code that computes the answer, each group of
+modules with only the tests that concern it, then the summary that docs/testing.md records.
+
+    python scripts/mutate.py                  # every group: every mutant tested again
+    python scripts/mutate.py metrics splits   # some groups
+    python scripts/mutate.py --fresh          # also regenerate the mutants and the test map from scratch
+    python scripts/mutate.py --survivors metrics  # only last time's survivors and timeouts (after a new test)
+    python scripts/mutate.py --summary        # only print the last run's table and survivors
+
+Each group runs in `build/mutate/<group>/`: a copy of the project whose `[tool.mutmut]` section is
+the project's (pyproject.toml) plus the group's modules and tests. mutmut maps every function to
+the tests that call it and runs only those (stopping at the first failure) against each mutant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutate"
+COPIED = ("stages", "tests", "params.yaml", "dvc.yaml")
+
+# It reads the rules from the source, which mutmut rewrites (every mutant is a copy of its function).
+SOURCE_SCAN = "test_every_rule_has_a_rejecting_case"
+
+# group -> (modules to mutate, mutant name patterns (None: every function), tests to run)
+GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
+    "metrics": (
+        ["stages/lib/metrics.py"], None,
+        ["tests/lib/test_metrics.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_edges.py",
+         "tests/stages/test_evaluate_values.py"],
+    ),
+    "stats": (["stages/lib/stats.py"], None, ["tests/lib/test_stats.py"]),
+    "splits": (
+        ["stages/lib/splits.py"], None,
+        ["tests/lib/test_splits.py", "tests/lib/test_splits_edges.py", "tests/lib/test_splits_fuzz.py",
+         "tests/stages/test_split_shots.py"],
+    ),
+    "samplers": (
+        ["stages/lib/methods/triplet.py", "stages/lib/methods/balanced.py"], None,
+        ["tests/lib/test_methods.py", "tests/lib/test_methods_extra.py", "tests/lib/test_samplers_edges.py",
+         "tests/lib/test_triplet_batched.py", "tests/lib/test_params_rules.py",  # the rules test the checks
+         "-k", f"not one_epoch_of_fit and not one_batched_forward and not nothing_random and not {SOURCE_SCAN}"],
+    ),
+    "data": (
+        ["stages/split.py", "stages/train.py"], None,
+        ["tests/stages/test_data_path.py", "tests/stages/test_split_shots.py",
+         "tests/stages/test_annotations.py::test_generated_split_sizes_test_like_the_study"],
+    ),
+    "params": (
+        ["stages/lib/params.py"],
+        ["stages.lib.params.x__check*", "stages.lib.params.xǁ*ǁcheck*"],  # the checks, not the YAML reading
+        ["tests/lib/test_params.py", "tests/lib/test_params_rules.py", "-k", f"not {SOURCE_SCAN}"],  # no fuzzing: slow
+    ),
+}
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
+          24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check", None: "not checked"}
+
+
+def toml(value) -> str:
+    """A TOML value for the simple settings used here (strings, numbers, booleans, lists of them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def prepare(group: str, fresh: bool) -> Path:
+    """Copy the project into the group's folder (keeping mutmut's results unless `fresh`)."""
+    modules, _, tests = GROUPS[group]
+    folder = WORK / group
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        source, target = ROOT / name, folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if source.is_dir():  # copy2 keeps modification times: mutmut re-mutates only changed files
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    text = (ROOT / "pyproject.toml").read_text()
+    settings = dict(tomllib.loads(text)["tool"]["mutmut"])
+    settings.update(source_paths=["stages/"], only_mutate=modules, pytest_add_cli_args_test_selection=tests)
+    section = "[tool.mutmut]\n" + "".join(f"{k} = {toml(v)}\n" for k, v in settings.items())
+    text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text).rstrip() + "\n\n" + section
+    (folder / "pyproject.toml").write_text(text)
+    return folder
+
+
+def patterns_of(group: str) -> list[str]:
+    """The mutant names a group tests: its patterns, or every function of its modules."""
+    modules, patterns, _ = GROUPS[group]
+    return patterns or [m.removesuffix(".py").replace("/", ".") + ".*" for m in modules]
+
+
+def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None:
+    patterns = patterns_of(group)  # named explicitly, mutmut tests them all again, not only new ones
+    kept: dict[Path, dict] = {}
+    if survivors:
+        patterns = [name for name, state in results(group).items() if state != "killed"]  # timeouts too
+        if not patterns:
+            print(f"{group}: no survivors to test again")
+            return
+        # mutmut forgets every verdict when the test selection changed; the killed stay killed when
+        # tests are only added, so their verdicts are put back afterwards.
+        kept = {meta: json.loads(meta.read_text()) for meta in (WORK / group / "mutants").rglob("*.meta")}
+    folder = prepare(group, fresh and not survivors)
+    log = WORK / f"{group}.log"
+    start, cpu = time.monotonic(), _children_cpu()
+    with log.open("w") as out:
+        code = subprocess.call([str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(children),
+                                *patterns], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    seconds, cpu = time.monotonic() - start, _children_cpu() - cpu
+    for meta, old in kept.items():
+        new = json.loads(meta.read_text())
+        for name, code in old["exit_code_by_key"].items():
+            if name not in patterns and name in new["exit_code_by_key"]:
+                new["exit_code_by_key"][name] = code
+        meta.write_text(json.dumps(new, indent=4))
+    if not survivors:  # the timing of a whole group's run
+        (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "cpu_seconds": round(cpu),
+                                                         "date": date.today().isoformat(), "children": children}))
+    print(f"{group}: mutmut exited {code} after {seconds / 60:.1f} min, {cpu / 60:.1f} CPU min "
+          f"(log: {log.relative_to(ROOT)})", flush=True)
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of every finished child process and their waited-for children:
+    divided by the cores, what a run would take on a machine with nothing else running."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def results(group: str) -> dict[str, str]:
+    """mutant name -> status, from mutmut's records in the group's folder (selected mutants only)."""
+    patterns = [re.compile(re.escape(p).replace(r"\*", ".*") + "$") for p in patterns_of(group)]
+    found = {}
+    for meta in sorted((WORK / group / "mutants").rglob("*.meta")):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if any(p.match(name) for p in patterns):
+                found[name] = STATUS.get(code, "suspicious")
+    return found
+
+
+def diff(group: str, name: str) -> str:
+    """The changed lines of a mutant, from `mutmut show`."""
+    shown = subprocess.run([str(Path(sys.executable).parent / "mutmut"), "show", name], cwd=WORK / group,
+                           capture_output=True, text=True).stdout
+    lines = [line for line in shown.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return " / ".join(" ".join(line.split()) for line in lines)
+
+
+def summary(groups: list[str]) -> None:
+    """Markdown for docs/testing.md: per module counts, then every surviving mutant's change."""
+    print("| group | module | mutants | killed | survived | no tests | timeout | other | killed % | minutes | "
+          "CPU minutes |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    survivors = []
+    for group in groups:
+        status = results(group)
+        timing_file = WORK / group / "timing.json"
+        timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        minutes = f"{timing['seconds'] / 60:.1f}" if "seconds" in timing else "?"
+        cpu = f"{timing['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in timing else "?"
+        modules = sorted({name.split(".x")[0] for name in status})
+        for module in modules:
+            mine = {k: v for k, v in status.items() if k.split(".x")[0] == module}
+            count = {s: sum(1 for v in mine.values() if v == s) for s in ("killed", "survived", "no tests", "timeout")}
+            other = len(mine) - sum(count.values())
+            tested = len(mine) - count["no tests"]
+            score = f"{100 * (count['killed'] + count['timeout']) / tested:.1f}" if tested else "-"
+            print(f"| {group} | {module} | {len(mine)} | {count['killed']} | {count['survived']} | "
+                  f"{count['no tests']} | {count['timeout']} | {other} | {score} | {minutes} | {cpu} |")
+            minutes = cpu = ""
+        survivors += [(group, name, v) for name, v in sorted(status.items()) if v not in ("killed", "timeout")]
+    print(f"\nSurvivors and untested mutants ({len(survivors)}):\n")
+    for group, name, state in survivors:
+        print(f"- `{name}` ({state}): `{diff(group, name)}`")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help=f"groups to run: {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--fresh", action="store_true", help="delete earlier results first")
+    parser.add_argument("--summary", action="store_true", help="only print the summary of the last run")
+    parser.add_argument("--survivors", action="store_true", help="test again only the last run's survivors")
+    parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
+    args = parser.parse_args()
+    groups = args.groups or list(GROUPS)
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    if not args.summary:
+        for group in groups:
+            run(group, args.fresh, args.children, args.survivors)
+    summary(groups)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The report's numbers against hand-computed ones, its leak notes, and when it shows the study's number.
+
+Small test sets make the bootstrap intervals computable by hand: resampling n images is a
+binomial draw, so e.g. 3 of 4 right gives P(at most 1 right) = 0.4% + 4.7% = 5.1%: the 2.5%
+percentile is 1/4 and the 97.5% percentile is 1 (P(4 right) = 31.6%).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import report
+from stages.lib.leaks import no_leak
+from stages.lib.params import params_from_dict
+from tests.helpers import default_params
+
+
+def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, scores=None):
+    correct = np.asarray(correct)
+    n = len(correct)
+    metrics = {"kmeans_acc": float(correct.mean()), "nmi": 0.5, "ari": 0.25, "precision_at_1": 0.5,
+               "map_at_r": 0.5, "knn_acc": 0.5, **(scores or {}), "n_test": n, "n_classes": 2,
+               "leak": leak or no_leak()}
+    metrics["l2"] = {k: metrics[k] for k in report.METRICS}
+    if pool:
+        metrics["triplet_pool"] = pool
+    path = root / "metrics" / dataset / method / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+    table = root / "predictions" / dataset / method / f"seed{seed}.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"row": np.arange(n), "correct": correct, "correct_l2": correct}).to_csv(table, index=False)
+
+
+def params(**changes):
+    raw = default_params()
+    raw.update(datasets=["pets"], methods=["classification", "triplet"], seeds=[0])
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[key] = value
+    return params_from_dict(raw)
+
+
+def summary_of(tmp_path, p):
+    runs = report.read_runs(tmp_path / "metrics", tmp_path / "predictions", p.datasets, p.methods, p.seeds)
+    return report.summarise_runs(runs, p)
+
+
+def test_one_seed_intervals_and_the_paired_difference_by_hand(tmp_path):
+    write_run(tmp_path, "pets", "classification", 0, [1, 1, 1, 1, 1, 1, 0, 0])
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 1, 1, 1, 1, 0], pool="split")
+    s = summary_of(tmp_path, params())["pets"]
+    assert s["classification"]["kmeans_acc"] == 0.75 and s["triplet"]["kmeans_acc"] == 0.875
+    # triplet: k ~ Bin(8, 7/8); P(k <= 4) = 1.1%, P(k <= 5) = 6.7%: [5/8, 1].
+    assert s["triplet"]["kmeans_acc_ci95"] == [0.625, 1.0]
+    c = s["comparisons"]["triplet_vs_classification"]
+    # Per-image differences: one +1 and seven 0s; k ~ Bin(8, 1/8): P(0) = 34% -> lo 0; P(k >= 4) = 1.1%,
+    # P(k >= 3) = 6.7% -> hi 3/8.
+    assert c["difference"] == 0.125 and c["ci95"] == [0.0, 0.375] and c["sign"] == 0
+    assert c["verdict"] == "no difference shown (95% CI includes 0)"
+    assert c["per_seed"]["0"]["ci95"] == [0.0, 0.375] and "seed_std" not in c
+
+
+def test_a_difference_the_test_set_can_show_has_its_sign(tmp_path):
+    write_run(tmp_path, "pets", "classification", 0, [0, 0, 0, 0, 0, 0, 0, 1])
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 1, 1, 1, 1, 1], pool="split")
+    c = summary_of(tmp_path, params())["pets"]["comparisons"]["triplet_vs_classification"]
+    assert c["difference"] == 0.875 and c["ci95"] == [0.625, 1.0] and c["sign"] == 1
+    assert c["verdict"] == "triplet better than classification (95% CI excludes 0)"
+    write_run(tmp_path, "pets", "triplet", 0, [0, 0, 0, 0, 0, 0, 0, 0], pool="split")
+    c = summary_of(tmp_path, params())["pets"]["comparisons"]["triplet_vs_classification"]
+    # k ~ Bin(8, 1/8) images lost: P(k <= 2) = 93.3%, P(k <= 3) = 98.9% -> lo -3/8; P(k = 0) = 34% -> hi 0.
+    assert c["difference"] == -0.125 and c["ci95"] == [-0.375, 0.0] and c["sign"] == 0
+
+
+def test_seed_means_spreads_and_pairing(tmp_path):
+    base = [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]]  # 0.5, 0.25, 0.75
+    better = [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]  # 0.75, 0.5, 1.0: +0.25 on every seed
+    for seed in range(3):
+        write_run(tmp_path, "pets", "classification", seed, base[seed], scores={"nmi": 0.1 * seed})
+        write_run(tmp_path, "pets", "triplet", seed, better[seed], pool="split")
+    s = summary_of(tmp_path, params(seeds=[0, 1, 2]))["pets"]
+    assert s["classification"]["kmeans_acc"] == 0.5 and s["classification"]["kmeans_acc_seed_std"] == 0.25
+    assert s["classification"]["nmi"] == 0.1 and s["classification"]["nmi_seed_std"] == 0.1
+    c = s["comparisons"]["triplet_vs_classification"]
+    assert c["difference"] == 0.25 and c["seed_std"] == 0.0
+    # Every seed gains on exactly one of the 4 images, a different one on each seed.
+    assert [c["per_seed"][str(k)]["difference"] for k in range(3)] == [0.25, 0.25, 0.25]
+    assert c["ci95"][0] <= 0.25 <= c["ci95"][1]
+    # Swapping the sides flips the sign and mirrors the interval.
+    for seed in range(3):
+        write_run(tmp_path, "pets", "classification", seed, better[seed])
+        write_run(tmp_path, "pets", "triplet", seed, base[seed], pool="split")
+    flipped = summary_of(tmp_path, params(seeds=[0, 1, 2]))["pets"]["comparisons"]["triplet_vs_classification"]
+    assert flipped["difference"] == -0.25 and flipped["ci95"] == pytest.approx([-c["ci95"][1], -c["ci95"][0]], abs=0.1)
+
+
+def test_the_study_number_only_beside_a_comparable_run(tmp_path):
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="split")
+    s = summary_of(tmp_path, params(shots=15))["pets"]
+    published = s["classification"]["published"]
+    assert (published["correct"], published["n_test"]) == (123, 222) and published["kmeans_acc"] == pytest.approx(
+        123 / 222, abs=1e-6)
+    # 0.554 -/+ 1.96 * sqrt(0.554 * 0.446 / 222) = [0.489, 0.620]
+    assert published["ci95"] == pytest.approx([0.489, 0.620], abs=0.01)
+    assert "published" not in s["triplet"] and "triplet.pool: study" in s["triplet"]["published_note"]
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="study")
+    s = summary_of(tmp_path, params(shots=15))["pets"]
+    assert s["triplet"]["published"]["correct"] == 183
+    generated = summary_of(tmp_path, params(shots=15, **{"split.source": "generated"}))["pets"]
+    assert "split.source: generated" in generated["classification"]["published_note"]
+    toy = summary_of(tmp_path, params(shots=15, **{"model.name": "test_convnext"}))["pets"]
+    assert "not the study's model" in toy["classification"]["published_note"]
+    assert "published" not in summary_of(tmp_path, params(shots=5, **{"split.source": "generated"}))["pets"][
+        "classification"]
+
+
+def test_defungi_low_data_published_interval_is_that_of_30_images(tmp_path):
+    write_run(tmp_path, "defungi", "classification", 0, [1, 0] * 3)
+    write_run(tmp_path, "defungi", "triplet", 0, [1, 0] * 3, pool="study")
+    s = summary_of(tmp_path, params(datasets=["defungi"], shots=15))["defungi"]
+    assert (s["classification"]["published"]["correct"], s["triplet"]["published"]["correct"]) == (17, 20)
+    lo, hi = s["classification"]["published"]["ci95"]
+    assert lo == pytest.approx(12 / 30, abs=1 / 30) and hi == pytest.approx(22 / 30, abs=1 / 30)
+
+
+def test_leaks_are_shown_beside_the_run_and_said_in_words(tmp_path):
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4,
+              leak={**no_leak(), "test_in_train": 3})
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="study",
+              leak={**no_leak(), "test_in_pool": 1478, "groups_across": 2})
+    p = params()
+    s = summary_of(tmp_path, p)
+    assert s["pets"]["classification"]["clean"] is False and s["pets"]["triplet"]["leak"]["test_in_pool"] == 1478
+    text = report.markdown(s, p)
+    assert "| **3 test in lists** |" in text and "**1,478 test in pool, 2 groups across**" in text
+    assert "- **triplet is not clean**: 1,478 test images were in the pool its triplets were drawn from; 2 source" \
+        in text
+    assert "- **classification is not clean**: 3 of its 8 test images were also in its training or validation" in text
+
+
+def test_runs_scored_on_other_test_images_are_refused(tmp_path):
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 0] * 5, pool="split")
+    with pytest.raises(report.PipelineError, match="other test images"):
+        summary_of(tmp_path, params())
