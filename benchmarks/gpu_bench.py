@@ -373,7 +373,7 @@ def ddp_rows(cfg: Config, device: torch.device, dry_run: bool) -> tuple[list[Res
 
 def evaluate_rows(sizes: tuple[int, ...], device: torch.device, in_process: bool = False) -> list[dict]:
     """`bench_evaluate` at each size, each in its own process (its own peak memory; `in_process`: here,
-    for a dry run), the retrieval on `device`. Needs scikit-learn, SciPy and pytorch-metric-learning."""
+    for a dry run), the retrieval on `device`. Needs scikit-learn and SciPy."""
     try:
         from benchmarks import bench_evaluate
     except ModuleNotFoundError as exc:
