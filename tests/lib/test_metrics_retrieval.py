@@ -269,6 +269,12 @@ def test_equal_distances_rank_in_index_order():
     order = metrics._nearest(items.distances("euclidean", items.products(0, 6), 0, 6), 0, 2)
     assert order.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1], [5, 0], [4, 0]]
     assert retrieval_scores(x, y, knn_k=1)["precision_at_1"] == pytest.approx(1 / 6)
+    # Many equal distances (which torch.topk returns in no particular order), at and past the k-th place.
+    x = np.zeros((40, 2))
+    x[::7] = 1.0
+    items = metrics._Items(x, torch.device("cpu"))
+    order = metrics._nearest(items.distances("euclidean", items.products(0, 40), 0, 40), 0, 5)
+    assert order[0].tolist() == [7, 14, 21, 28, 35] and order[1].tolist() == [2, 3, 4, 5, 6]
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
