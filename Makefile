@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo
 	$(BIN)/python scripts/demo.py $(ARGS)
 
+# One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run
+# once; files go out in collection order, the slow ones first (tests/conftest.py: SLOW_FIRST).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check stages tests benchmarks scripts

@@ -217,8 +217,9 @@ def main(argv: list[str]) -> int:
     if code != 0:
         raise DemoError("the demo pipeline failed (see above); `dvc exp apply demo` brings back the last complete "
                         "demo, if there was one")
-    subprocess.run(["dvc", "exp", "save", "--force", "--name", name], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    # data/sources is not cached (links to your data) and not yet in git: the experiment's commit takes it
+    subprocess.run(["dvc", "exp", "save", "--force", "--name", name, "--include-untracked", "data/sources"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["dvc", "plots", "show", "--out", "dvc_plots"], cwd=ROOT, capture_output=True)
     minutes = (time.monotonic() - start) / 60
 
@@ -235,7 +236,7 @@ def main(argv: list[str]) -> int:
     print("report/) and all of them in dvc_plots/index.html. params.yaml keeps the demo's settings; next:")
     print('  make demo ARGS="-S shots=15"        # a variation, recorded as demo-shots15')
     print("  dvc exp diff demo demo-shots15      # what changed between the two")
-    print("  dvc exp show --drop '.*' --keep 'Experiment|.*kmeans_acc$|shots'   # every run side by side")
+    print("  dvc exp show --drop '.*' --keep 'Experiment|.*seed0.json:kmeans_acc$|shots'   # every run side by side")
     print("  dvc exp apply demo                  # the demo's results back, byte for byte")
     print("  git checkout params.yaml            # the study's settings; then `dvc exp run` (needs a GPU, network)")
     return 0

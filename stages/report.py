@@ -263,8 +263,9 @@ def markdown(summary: dict, params) -> str:
                               for s, d in c["per_seed"].items())
             lines.append(
                 f"- {label[method]} vs {label[base]}: K-means accuracy {c['difference'] * 100:+.1f} points "
-                f"{_ci(c['ci95'])}: {c['verdict']}. Per seed: {seeds}. L2-normalised: "
-                f"{c['l2']['difference'] * 100:+.1f} {_ci(c['l2']['ci95'])}, {c['l2']['verdict']}."
+                f"{_ci(c['ci95'])}: {verdict(c['sign'], label[method], label[base])}. Per seed: {seeds}. "
+                f"L2-normalised: {c['l2']['difference'] * 100:+.1f} {_ci(c['l2']['ci95'])}, "
+                f"{verdict(c['l2']['sign'], label[method], label[base])}."
             )
         notes = [_leak_sentence(label[m], entry[m]["leak"], entry[m]["n_test"]) for m in methods
                  if not entry[m]["clean"]]

@@ -6,6 +6,24 @@ import pytest
 
 from tests.helpers import tiny_params, write_params
 
+# Files that run the whole pipeline through DVC (minutes each): collected first, so that under
+# `make test` (pytest-xdist, whole files handed out in collection order: --no-loadscope-reorder)
+# they start at once and the short files fill the gaps, instead of the longest starting last.
+SLOW_FIRST = (
+    "tests/test_pipeline_e2e.py",
+    "tests/reliability/test_dvc_repro.py",
+    "tests/test_nothing_lost.py",
+    "tests/test_own_data_e2e.py",
+    "tests/reliability/test_resume.py",
+    "tests/stages/test_annotations.py",
+    "tests/stages/test_stages.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture
 def params_file(tmp_path):

@@ -82,14 +82,15 @@ def test_readme_example_runs_then_dvc_sees_one_change_and_nothing_else(example):
     assert ran(run(["dvc", "repro"], repo).stdout) == set()  # nothing changed: nothing runs
 
     # The two datasets share the exported images; give the table its own copy (a params change:
-    # its download reruns and finds the same images, so nothing after it runs).
+    # the check stage reruns on any params change and writes the same data/checked; the table's
+    # download reruns and finds the same images, so nothing after it runs).
     files = (repo / fragment["sources"]["digits_folder"]["folder"]).resolve()
     table_root = files.parent / "table-images"
     shutil.copytree(files, table_root)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["sources"]["digits_table"]["root"] = str(table_root)
     write_params(repo / "params.yaml", params)
-    assert ran(run(["dvc", "repro"], repo).stdout) == {"source@digits_table", "download@digits_table"}
+    assert ran(run(["dvc", "repro"], repo).stdout) == {"check", "source@digits_table", "download@digits_table"}
 
     # Edit one image of the folder: its download, split, decode and what follows rerun, nothing else.
     first = sorted((files / "3").iterdir())[0]

@@ -10,6 +10,7 @@ import torch
 
 from stages.lib.device import normalise, to_device
 from stages.lib.embedding import embed_pixels
+from stages.lib.models import input_stats
 
 CPU = torch.device("cpu")
 N = 23  # not a multiple of any batch size below: the last batch is a short one
@@ -31,9 +32,13 @@ def pixels() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def one_by_one(backbone: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
-    """Each image through the model alone: what its embedding is, by definition."""
+    """Each image through the model alone, normalised with the model's own mean and std: what its
+    embedding is, by definition."""
+    stats = input_stats(backbone)
     with torch.inference_mode():
-        return np.concatenate([backbone(normalise(to_device(pixels[i : i + 1], CPU))).numpy() for i in range(N)])
+        return np.concatenate(
+            [backbone(normalise(to_device(pixels[i : i + 1], CPU), stats=stats)).numpy() for i in range(N)]
+        )
 
 
 def assert_same(actual: np.ndarray, expected: np.ndarray) -> None:

@@ -90,3 +90,36 @@ def test_bad_shapes_are_errors_that_say_so():
         paired_difference(np.ones(3), np.ones(4), resamples=1000, seed=0)
     with pytest.raises(ValueError, match="non-empty"):
         bootstrap_means(np.ones((0, 3)), resamples=10, seed=0)
+
+
+def test_the_bootstrap_seed_reaches_every_interval():
+    """The seed param makes every interval reproducible; a different seed gives different draws."""
+    rng = np.random.default_rng(7)
+    a, b = rng.random((2, 80)) < 0.6, rng.random((2, 80)) < 0.5
+    for f in (lambda s: accuracy_ci(a, resamples=500, seed=s),
+              lambda s: paired_difference(a, b, resamples=500, seed=s)["ci95"],
+              lambda s: list(bootstrap_means(a, resamples=50, seed=s))):
+        assert f(3) == f(3) and f(3) != f(4)
+
+
+def test_two_seeds_are_resampled_too():
+    """One seed all right, one all wrong: drawing seeds makes 0 and 1 possible; images alone cannot."""
+    values = np.stack([np.ones(30), np.zeros(30)])
+    replicates = bootstrap_means(values, resamples=2000, seed=0)
+    assert set(np.unique(replicates)) == {0.0, 0.5, 1.0}
+    assert accuracy_ci(values, resamples=2000, seed=0) == [0.0, 1.0]
+
+
+def test_small_inputs_and_the_refusals():
+    assert summarise([1.0, 3.0]) == {"n": 2, "mean": 2.0, "std": pytest.approx(np.sqrt(2))}
+    one = paired_difference(np.ones(1), np.zeros(1), resamples=100, seed=0)  # one image is enough
+    assert one == {"difference": 1.0, "ci95": [1.0, 1.0], "sign": 1}
+    assert bootstrap_means(np.r_[1.0, 0.0], resamples=1, seed=0).shape == (1,)
+    with pytest.raises(ValueError, match=r"^resamples must be >= 1, got 0$"):
+        bootstrap_means(np.ones(3), resamples=0, seed=0)
+    with pytest.raises(ValueError, match=r"^no values to summarise$"):
+        summarise([])
+    with pytest.raises(ValueError, match=r"got \(2, 2, 2\) and \(2, 2, 2\)"):
+        paired_difference(np.ones((2, 2, 2)), np.ones((2, 2, 2)), resamples=10, seed=0)
+    with pytest.raises(ValueError, match=r"got shape \(0, 3\)"):
+        bootstrap_means(np.ones((0, 3)), resamples=10, seed=0)

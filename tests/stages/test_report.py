@@ -152,3 +152,14 @@ def test_runs_scored_on_other_test_images_are_refused(tmp_path):
     write_run(tmp_path, "pets", "triplet", 0, [1, 0] * 5, pool="split")
     with pytest.raises(report.PipelineError, match="other test images"):
         summary_of(tmp_path, params())
+
+
+def test_the_comparison_sentence_names_methods_as_the_table_does(tmp_path):
+    """A randomly initialised `pretrained` is "untrained" in the table, and in its sentence too."""
+    write_run(tmp_path, "pets", "pretrained", 0, [0, 0, 0, 0, 0, 0, 1, 1])
+    write_run(tmp_path, "pets", "classification", 0, [1] * 8)
+    p = params(methods=["pretrained", "classification"], **{"model.pretrained": False})
+    text = report.markdown(summary_of(tmp_path, p), p)
+    assert "| untrained |" in text
+    line = next(x for x in text.splitlines() if x.startswith("- untrained vs classification"))
+    assert "untrained worse than classification (95% CI excludes 0)" in line and "pretrained" not in line, line

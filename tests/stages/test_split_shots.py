@@ -42,11 +42,13 @@ def test_shots_leave_val_and_test_byte_identical(raw, tmp_path, shots):
 
 
 def test_too_many_shots_names_the_dataset(raw, tmp_path, capsys):
+    # synthetic's class sizes are known before the download: the params check names the real
+    # limit before the split stage starts (the split stage's own refusal: tests/lib/test_splits_edges.py)
     with pytest.raises(SystemExit):
         run_split(raw, tmp_path / "few", 7)  # 6 training images per class
     assert capsys.readouterr().err.strip() == (
-        "error: shots=7 is larger than the training images of class 'circle_c0_plain' of synthetic (6 after "
-        "holding out test and val); set shots to at most 6, or 0 for every image"
+        f"error: {tmp_path / 'params7.yaml'}: shots must be at most 6 for synthetic (the training images of its "
+        "class 'circle_c0_plain' once test and val are held out; 0 = every image), got 7"
     )
 
 
