@@ -15,6 +15,7 @@ SLOW_FIRST = (
     "tests/test_nothing_lost.py",
     "tests/test_own_data_e2e.py",
     "tests/reliability/test_resume.py",
+    "tests/reliability/test_distributed_train.py",
     "tests/stages/test_annotations.py",
     "tests/stages/test_stages.py",
 )
