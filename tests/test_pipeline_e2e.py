@@ -164,11 +164,7 @@ def test_an_experiment_pushed_from_one_clone_is_pulled_and_applied_in_another_wi
     run(["dvc", "exp", "apply", name], b)
     pulled = run(["dvc", "pull"], b)
     assert "Running stage" not in pulled.stdout + pulled.stderr
-    # The one uncached output, source@'s pointer to where the images come from, is made again; nothing
-    # else runs (nothing is trained), and then everything is up to date.
-    ran = [line for line in run(["dvc", "repro"], b).stdout.splitlines() if line.startswith("Running stage")]
-    assert ran == ["Running stage 'source@synthetic':"], ran
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], b).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], b).stdout  # nothing to train or run
     # Every output, metrics included, came through the DVC remote, byte for byte.
     stored = {p.parent.name + p.name for p in (root / "storage/files/md5").rglob("*") if p.is_file()}
     for path in ("models/synthetic/triplet/seed0/model.safetensors", "metrics/synthetic/triplet/seed0.json",
