@@ -27,6 +27,7 @@ between `torch.cuda.synchronize()` calls; peak memory is `torch.cuda.max_memory_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -305,8 +306,8 @@ def _ddp_rank(rank: int, world: int, folder: str, cfg: Config, device_type: str)
     device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    elif world > 1:  # forked: one thread (a thread pool does not survive a fork)
+        torch.set_num_threads(1)
     dist.init_process_group(process_group_backend(device), init_method=f"file://{folder}/store", rank=rank,
                             world_size=world)
     try:
@@ -340,15 +341,39 @@ def _ddp_rank(rank: int, world: int, folder: str, cfg: Config, device_type: str)
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def one_thread(on: bool = True):
+    """torch, BLAS and OpenMP on one thread while inside (`on`), as before after: for the dry run's
+    tiny sizes, where starting and joining threads on a busy machine would be all it measured."""
+    if not on:
+        yield
+        return
+    try:  # scikit-learn's (the evaluate rows'); without it, torch's threads alone
+        from threadpoolctl import threadpool_limits
+    except ModuleNotFoundError:
+        threadpool_limits = None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1) if threadpool_limits else contextlib.nullcontext():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def ddp_training(cfg: Config, device: torch.device, world: int) -> Result:
     """Triplet training images/s with `world` processes (one per GPU; gloo processes on the CPU)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gpu_bench_ddp_") as folder:
-        if world == 1:  # here, as the other rows
-            _ddp_rank(0, 1, folder, cfg, device.type)
+        if world == 1:  # here, as the other rows (on the CPU on one thread, as each of several processes)
+            with one_thread(device.type == "cpu"):
+                _ddp_rank(0, 1, folder, cfg, device.type)
         else:
-            mp.spawn(_ddp_rank, args=(world, folder, cfg, device.type), nprocs=world)
+            # CUDA needs fresh (spawned) processes; gloo processes on the CPU (the dry run) are forked
+            # from this one, which spares each its imports (seconds), and use one thread each.
+            mp.start_processes(_ddp_rank, args=(world, folder, cfg, device.type), nprocs=world,
+                               start_method="spawn" if device.type == "cuda" else "fork")
         ips, warm, peak = (Path(folder) / "result.txt").read_text().split()
     unit = ("GPU" if device.type == "cuda" else "CPU process") + ("es" if world > 1 and device.type != "cuda" else
                                                                    "s" if world > 1 else "")
@@ -382,7 +407,8 @@ def evaluate_rows(sizes: tuple[int, ...], device: torch.device, in_process: bool
     rows = []
     for points in sizes:
         if in_process:
-            row = bench_evaluate.evaluate(*bench_evaluate.blobs(points, dim=64, n_classes=10), device)
+            with one_thread():
+                row = bench_evaluate.evaluate(*bench_evaluate.blobs(points, dim=64, n_classes=10), device)
             row["peak_rss_gib"] = bench_evaluate.peak_rss_gib()
         else:
             row = bench_evaluate.run_in_subprocess(points, device.type)
