@@ -87,15 +87,28 @@ def test_the_in_batch_losses_are_the_batch_wide_ones():
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
-    """Every method of NAMES trained by two gloo processes (torch.multiprocessing.spawn)."""
+    """Every method of NAMES trained by two gloo processes, forked from this one (which spares them
+    its imports; each sets one thread first, as a DataLoader worker does)."""
     folder = tmp_path_factory.mktemp("ddp")
-    mp.spawn(distributed_runs.rank, args=(2, str(folder), NAMES), nprocs=2)
+    mp.start_processes(distributed_runs.rank, args=(2, str(folder), NAMES), nprocs=2, start_method="fork")
     return torch.load(folder / "results.pt", weights_only=False)
 
 
+@pytest.fixture(scope="module")
+def one_process():
+    """The same in this process, also on one thread: the gradients of one pass and a fit per method."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {name: {"gradients": distributed_runs.gradients(name), "fit": distributed_runs.run(name)}
+                for name in NAMES}
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_two_processes_compute_the_gradient_of_the_global_batch(two_processes, name):
-    one = distributed_runs.gradients(name)
+def test_two_processes_compute_the_gradient_of_the_global_batch(one_process, two_processes, name):
+    one = one_process[name]["gradients"]
     two = two_processes[name]["gradients"]
     assert len(one["steps"]) == len(two["steps"]) >= 3
     for step, (a, b) in enumerate(zip(one["steps"], two["steps"], strict=True)):
@@ -109,8 +122,8 @@ def test_two_processes_compute_the_gradient_of_the_global_batch(two_processes, n
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_two_processes_train_the_same_weights_and_pick_the_same_epoch(two_processes, name):
-    one = distributed_runs.run(name)
+def test_two_processes_train_the_same_weights_and_pick_the_same_epoch(one_process, two_processes, name):
+    one = one_process[name]["fit"]
     two = two_processes[name]["fit"]
     assert two["best_epoch"] == one["best_epoch"]
     assert [r["epoch"] for r in two["history"]] == [r["epoch"] for r in one["history"]]
