@@ -104,7 +104,12 @@ def test_the_rerun_resumes_writes_once_and_matches_one_process(killed):
     assert not (ws.root / "resume/run").exists() and leftovers(ws.root) == []
 
     one_params = ws.write_params(reliability_params(epochs=EPOCHS, cosine_t_max=EPOCHS, processes=1), "one.yaml")
-    train.main(ws.train_args("triplet", "one", params=one_params, resume=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two processes (and quicker on a busy machine)
+    try:
+        train.main(ws.train_args("triplet", "one", params=one_params, resume=False))
+    finally:
+        torch.set_num_threads(threads)
     one = load_file(ws.root / "one/model/model.safetensors")
     two = load_file(ws.root / "run/model/model.safetensors")
     assert one.keys() == two.keys()
