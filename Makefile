@@ -14,6 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c 'from stages.umap import warm_up; warm_up()'  # numba compiles umap-learn once
 	@touch $(STAMP)
 
 demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo

@@ -90,3 +90,11 @@ def project_copy(dest: Path, params: dict[str, Any]) -> Path:
     ):
         run(cmd, dest)
     return dest
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child the test will Ctrl-C: pytest-xdist workers ignore SIGINT, and an
+    ignored signal stays ignored in children, so Python would never raise KeyboardInterrupt there."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, env, project_copy, run, tiny_params
+from tests.helpers import ROOT, default_sigint, env, project_copy, run, tiny_params
 
 OUTPUTS = ("data", "models", "metrics", "plots", "report")
 
@@ -36,7 +36,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 def repo(tmp_path_factory) -> Path:
     """A project copy after `dvc repro`, recorded as experiment `base` (as `make demo` records `demo`)."""
     params = tiny_params(methods=["pretrained", "triplet"])  # a trained method to interrupt; a third adds only time
-    params["train"].update(epochs=8, cosine_t_max=8, resume_every_s=3600)  # long enough to interrupt
+    params["train"].update(epochs=24, cosine_t_max=24, resume_every_s=3600)  # long enough to interrupt under load
     repo = project_copy(tmp_path_factory.mktemp("lost") / "repo", params)
     dvc(repo, "repro")
     dvc(repo, "exp", "save", "--name", "base", "--include-untracked", "data/sources")  # as scripts/demo.py
@@ -93,7 +93,8 @@ def test_a_stage_failing_at_run_time_loses_nothing(repo):
 def test_ctrl_c_during_training_keeps_the_epoch_and_loses_nothing(repo):
     before = state(repo)
     proc = subprocess.Popen(["dvc", "exp", "run", "-S", "triplet.margin=0.5"], cwd=repo, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     curve = repo / "plots/train/synthetic/triplet/seed0.csv"
     deadline = time.monotonic() + 600
     lines = []

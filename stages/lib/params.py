@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+# train.optimizer -> its torch.optim class (stages/lib/schedule.py); named here so that checking params
+# does not import torch
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW"}  # Adam: coupled L2 weight decay, as in the study
 UMAP_METRICS = ("euclidean", "cosine", "manhattan", "correlation")
 EVALUATE_DISTANCES = ("euclidean", "cosine")  # for the retrieval metrics (K-means is Euclidean)
 MAX_SEED = 2**32 - 1  # what scikit-learn and umap-learn accept as random_state (torch and numpy take more)
@@ -110,8 +113,6 @@ class TrainParams:
             f"one of: {', '.join(DEVICES)}, cuda:N (N a GPU index)", self.device,
         )
         _one_of(self.precision, f"{where}.precision", PRECISIONS)
-        from stages.lib.schedule import OPTIMIZERS
-
         _one_of(self.optimizer, f"{where}.optimizer", sorted(OPTIMIZERS))
         _require(self.epochs >= 1, f"{where}.epochs", "an integer >= 1", self.epochs)
         _require(self.lr > 0, f"{where}.lr", "a number > 0", self.lr)

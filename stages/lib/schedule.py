@@ -6,12 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from stages.lib.params import TrainParams
-
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,  # coupled L2 weight decay, as in the study
-    "adamw": torch.optim.AdamW,
-}
+from stages.lib.params import OPTIMIZERS, TrainParams
 
 
 def build_optimizer(parameters: Iterable[torch.nn.Parameter], p: TrainParams) -> torch.optim.Optimizer:
@@ -20,7 +15,7 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], p: TrainParams) ->
     On CUDA the fused implementation is used (same update, one kernel for all weights).
     """
     parameters = list(parameters)
-    cls = OPTIMIZERS[p.optimizer]
+    cls = getattr(torch.optim, OPTIMIZERS[p.optimizer])
     fused = bool(parameters) and all(q.is_cuda for q in parameters)
     return cls(parameters, lr=p.lr, betas=tuple(p.betas), weight_decay=p.weight_decay, fused=fused or None)
 

@@ -15,7 +15,8 @@ import torch
 
 from stages.lib.methods import METHODS
 from stages.lib.methods.balanced import batch_shape, class_balanced_batches
-from stages.lib.methods.normsoftmax import CosineClassifier, NormSoftmax, NormSoftmaxParams
+from stages.lib.methods.heads import CosineClassifier
+from stages.lib.methods.normsoftmax import NormSoftmax, NormSoftmaxParams
 from stages.lib.methods.supcon import SupCon, SupConParams
 from stages.lib.methods.triplet_batch_hard import TripletBatchHard, TripletBatchHardParams
 from stages.lib.params import params_from_dict

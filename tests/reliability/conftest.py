@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, env, tiny_params, write_params
+from tests.helpers import ROOT, default_sigint, env, tiny_params, write_params
 
 
 def error_line(stderr: str, *, strict: bool = True) -> str:
@@ -63,6 +63,7 @@ class Workspace:
         return subprocess.Popen(
             [sys.executable, "-m", "stages.train", *self.train_args(method, tag, params)],
             cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_sigint,
         )
 
     def run_train(self, method: str, tag: str, params: Path | None = None) -> subprocess.CompletedProcess:

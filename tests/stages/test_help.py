@@ -42,3 +42,19 @@ def test_help_imports_no_heavy_library(name):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"stages.{name} --help imported: {result.stdout.strip()}"
     assert elapsed < 10, elapsed  # under a second on a quiet machine; generous for a busy one
+
+
+def test_checking_params_imports_no_torch():
+    """Every stage checks params.yaml first; the stages that neither train nor embed (check, source,
+    download, split, decode, umap, pictures, report...) must not pay 1.3 s for torch to do it, so the
+    methods' modules, the optimiser names and the rules they check are importable without torch."""
+    code = (
+        "import sys\nfrom stages.lib.params import load_params\n"
+        "p = load_params('params.yaml')\nassert p.methods and p.train.optimizer, p\n"
+        "from stages.lib.methods import METHODS\nassert 'triplet' in METHODS.names()\n"
+        "print(' '.join(m for m in ('torch', 'timm', 'pytorch_metric_learning') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"checking params imported: {result.stdout.strip()}"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from stages.lib.registry import Registry
+
+if TYPE_CHECKING:  # torch is imported where a method trains: the params check does not need it (1.3 s)
+    import torch
+    from torch import nn
 
 
 class Method:

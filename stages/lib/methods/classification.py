@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from stages.lib.methods.base import Method, register_method, shuffled_batches
 from stages.lib.validate import require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,13 @@ class Classification(Method):
 
     def __init__(self, params: ClassificationParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)
+        from torch import nn
+
         self.criterion = nn.CrossEntropyLoss()
 
     def head(self) -> nn.Module:
+        from torch import nn
+
         return nn.Linear(self.embed_dim, self.n_classes)
 
     def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:

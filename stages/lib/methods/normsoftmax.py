@@ -4,14 +4,16 @@ a Strong Baseline for Deep Metric Learning")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from stages.lib.methods.base import Method, register_method, shuffled_batches
 from stages.lib.validate import require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -26,19 +28,6 @@ class NormSoftmaxParams:
         require(self.temperature > 0, f"{where}.temperature", "a number > 0", self.temperature)
 
 
-class CosineClassifier(nn.Module):
-    """Logits = cos(embedding, class weight) / temperature: both sides L2-normalised, no bias."""
-
-    def __init__(self, embed_dim: int, n_classes: int, temperature: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_classes, embed_dim))
-        nn.init.normal_(self.weight)  # only the directions matter: uniform on the sphere
-        self.temperature = temperature
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return F.normalize(embeddings, dim=1) @ F.normalize(self.weight, dim=1).T / self.temperature
-
-
 @register_method("normsoftmax")
 class NormSoftmax(Method):
     """A `CosineClassifier` head (trained and checkpointed with the backbone) and cross-entropy,
@@ -47,6 +36,8 @@ class NormSoftmax(Method):
     params_type = NormSoftmaxParams
 
     def head(self) -> nn.Module:
+        from stages.lib.methods.heads import CosineClassifier
+
         return CosineClassifier(self.embed_dim, self.n_classes, self.params.temperature)
 
     def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -54,5 +45,8 @@ class NormSoftmax(Method):
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
         assert head is not None
+        import torch
+        import torch.nn.functional as F
+
         with torch.autocast(embeddings.device.type, enabled=False):  # logits / temperature in float32
             return F.cross_entropy(head(embeddings.float()), labels)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from stages.lib.methods.balanced import check_balanced, class_balanced_batches
 from stages.lib.methods.base import Method, register_method
 from stages.lib.validate import require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -46,5 +49,7 @@ class SupCon(Method):
         return class_balanced_batches(labels, rng, self.params.batch_size, self.params.images_per_class)
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
+        import torch
+
         with torch.autocast(embeddings.device.type, enabled=False):  # similarities / temperature in float32
             return self.criterion(embeddings.float(), labels)

@@ -9,14 +9,16 @@ anchor be its own positive: the study's exact sampling, kept to measure what it 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from stages.lib.methods.base import Method, register_method
 from stages.lib.validate import require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 POOLS = ("split", "study")
 
@@ -94,6 +96,8 @@ class Triplet(Method):
 
     def __init__(self, params: TripletParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)
+        from torch import nn
+
         self.criterion = nn.TripletMarginLoss(margin=params.margin, p=2, eps=1e-7)
 
     @property

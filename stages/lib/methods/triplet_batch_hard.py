@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from stages.lib.methods.balanced import check_balanced, class_balanced_batches
 from stages.lib.methods.base import Method, register_method
 from stages.lib.validate import require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class TripletBatchHard(Method):
         return class_balanced_batches(labels, rng, self.params.batch_size, self.params.images_per_class)
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
+        import torch
+
         with torch.autocast(embeddings.device.type, enabled=False):  # distances in float32
             x = embeddings.float()
             return self.criterion(x, labels, self.miner(x, labels))
