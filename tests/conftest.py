@@ -11,6 +11,7 @@ from tests.helpers import tiny_params, write_params
 # they start at once and the short files fill the gaps, instead of the longest starting last.
 SLOW_FIRST = (
     "tests/test_pipeline_e2e.py",
+    "tests/test_scaling_e2e.py",
     "tests/reliability/test_dvc_repro.py",
     "tests/test_nothing_lost.py",
     "tests/test_own_data_e2e.py",
