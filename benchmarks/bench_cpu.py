@@ -11,6 +11,10 @@
    UMAP on 10,000 x 768 embeddings; UMAP on 3,000 points the way umap-learn chooses (its exact
    pairwise path below 4,096 points) against ours (`stages.umap.project`: scikit-learn's exact
    nearest neighbours handed to UMAP as a precomputed graph).
+4. The evaluate stage's metrics as a whole (`benchmarks/bench_evaluate.py`: K-means, its spread,
+   the exact retrieval, and the L2-normalised pass) on 10,000, 30,000 and 100,000 x 768
+   embeddings in 100 classes, each size in its own process: seconds and peak resident memory,
+   and how both grow with the number of points.
 
 Each figure is the fastest of a few repetitions after a warm-up (other processes on a shared
 machine only ever slow a run down); the load average at the start is printed with the table.
@@ -43,6 +47,7 @@ import numpy as np  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks import bench_evaluate  # noqa: E402
 from benchmarks import study_baseline as study  # noqa: E402
 from stages.lib.decoded import decode_to_file, open_decoded  # noqa: E402
 from stages.lib.device import normalise, to_device  # noqa: E402
@@ -276,10 +281,39 @@ def bench_stages(pixels64: np.ndarray, n_embed: int, n_points: int, n_umap_small
     return out
 
 
+# --- 4. evaluate at scale ------------------------------------------------------------------------
+
+
+def bench_evaluate_sizes(sizes: list[int]) -> list[dict]:
+    """The evaluate stage's metrics at each size, each in a fresh process (its own peak memory)."""
+    rows = []
+    for points in sizes:
+        rows.append(bench_evaluate.run_in_subprocess(points))
+        print(f"  evaluate {points} x 768: {rows[-1]['total_s']:.0f} s", flush=True)
+    return rows
+
+
+def evaluate_lines(rows: list[dict]) -> list[tuple[str, str, str, str]]:
+    out = []
+    for r in rows:
+        out.append((f"evaluate {r['points']} x {r['dim']}, {r['classes']} classes, whole stage incl. the L2 view "
+                    f"(K-means {r['kmeans_s']:.0f} s, search {r['retrieval_s']:.0f} s), s",
+                    "-", f"{r['total_s']:.1f}", f"peak {r['peak_rss_gib']:.2f} GiB"))
+    if len(rows) >= 2:  # the memory the evaluation itself added (peak less what was there before it)
+        own = [{"points": r["points"], "gib": r["peak_rss_gib"] - r["rss_before_gib"]} for r in rows]
+        per = (own[-1]["gib"] - own[0]["gib"]) / (own[-1]["points"] - own[0]["points"])
+        grow = {key: bench_evaluate.growth(rows, key) for key in ("total_s", "kmeans_s", "retrieval_s")}
+        out.append((f"  growth {rows[-2]['points']} -> {rows[-1]['points']}: time ~ N^{grow['total_s']:.2f} "
+                    f"(K-means ~ N^{grow['kmeans_s']:.2f}, search ~ N^{grow['retrieval_s']:.2f}); memory the "
+                    f"evaluation adds ~ N^{bench_evaluate.growth(own, 'gib'):.2f}, +{per * 1e5 * 1024:.0f} MiB per "
+                    "100,000 points", "-", "-", "-"))
+    return out
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
-def table(m: dict, data: dict, train: dict, later: dict) -> str:
+def table(m: dict, data: dict, train: dict, later: dict, evaluated: list[dict] | None = None) -> str:
     rows = [
         ("measurement", "study's way (baseline)", "ours", "ratio"),
         (f"data path, triplet epoch at 224px ({data['images_per_epoch']} images), images/s",
@@ -306,6 +340,7 @@ def table(m: dict, data: dict, train: dict, later: dict) -> str:
         (f"umap on {s['points']} points: umap-learn's own exact path vs ours (scikit-learn kNN), s",
          f"{s['exact_s']:.2f}", f"{s['approximate_s']:.2f}", f"{s['exact_s'] / s['approximate_s']:.1f}x"),
     ]
+    rows += evaluate_lines(evaluated or [])
     width = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
@@ -327,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--umap-small", type=int, default=3_000, help="points for the exact-vs-approximate UMAP")
     parser.add_argument("--embed", type=int, default=2_000, help="images for the embed timing")
     parser.add_argument("--repeats", type=int, default=4, help="timed training epochs per way and method")
+    parser.add_argument("--evaluate-points", default="10000,30000,100000",
+                        help="sizes for the evaluate rows, comma-separated ('' for none)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -345,12 +382,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"measuring embed, evaluate and umap ({time.perf_counter() - start:.0f} s) ...", flush=True)
         pixels64 = np.ascontiguousarray(open_decoded(work / "decoded64.npy", size=64))
         later = bench_stages(pixels64, args.embed, args.points, args.umap_small)
+    sizes = [int(x) for x in args.evaluate_points.split(",") if x.strip()]
+    print(f"measuring evaluate at {sizes} points ({time.perf_counter() - start:.0f} s) ...", flush=True)
+    evaluated = bench_evaluate_sizes(sizes)
     total = time.perf_counter() - start
-    report = {"machine": m, "data_path": data, "training": train, "stages": later, "total_s": total}
+    report = {"machine": m, "data_path": data, "training": train, "stages": later, "evaluate": evaluated,
+              "total_s": total}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(table(m, data, train, later))
+    print(table(m, data, train, later, evaluated))
     print(f"whole benchmark: {total:.0f} s")
     print(f"data path speed-up: {data['speedup']:.1f}x")
 

@@ -13,6 +13,12 @@ timm's `test_convnext` at 32x32 for a couple of steps, to check it without a GPU
   `build_optimizer`, one forward per batch; with and without `torch.compile`.
 - Embedding: ours is `embed_pixels` (inference mode, bf16, large batches); the study embedded
   in fp32 batches of 4.
+- DDP (`train.processes`): ours on one GPU and on every visible GPU, one process per GPU under
+  DistributedDataParallel, the study's global triplet batch split across them (the same
+  experiment whatever the number of GPUs); skipped, saying so, where there is one GPU.
+- Evaluate: the evaluate stage's metrics on 100,000 and 1,000,000 generated 768-d embeddings
+  (`benchmarks/bench_evaluate.py`, each size in its own process): the neighbour search on the
+  GPU, K-means (scikit-learn) on the CPU cores.
 
 Each measurement runs a fixed number of warm-up steps, then a fixed number of timed steps
 between `torch.cuda.synchronize()` calls; peak memory is `torch.cuda.max_memory_allocated`.
@@ -21,6 +27,7 @@ between `torch.cuda.synchronize()` calls; peak memory is `torch.cuda.max_memory_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -42,10 +49,13 @@ import stages  # noqa: E402,F401
 import numpy as np  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
 from torch import nn  # noqa: E402
 
 try:  # the project's own building blocks: "ours" is the real code
-    from stages.lib.device import MEAN, STD, prepare_model
+    from stages.lib import distributed
+    from stages.lib.device import MEAN, STD, autocast_dtype, prepare_model, process_group_backend
     from stages.lib.embedding import embed_pixels
     from stages.lib.methods.classification import Classification, ClassificationParams
     from stages.lib.methods.triplet import Triplet, TripletParams
@@ -93,6 +103,8 @@ class Config:
 
 FULL = Config("convnext_tiny", 224, 64, 128, 512, 4_096, 4, 512, 1_024, warmup=3, steps=10)
 TINY = Config("test_convnext", 32, 4, 8, 16, 64, 4, 16, 48, warmup=1, steps=2)
+EVALUATE_POINTS = {"full": (100_000, 1_000_000), "tiny": (300, 600)}  # tiny: 64-d, 10 classes, in process
+DRY_RUN_PROCESSES = 2  # --dry-run: the DDP rows with two gloo processes on the CPU
 
 
 @dataclass
@@ -285,6 +297,144 @@ def ours_embedding(cfg: Config, device: torch.device) -> Result:
                   _peak(device), warm)
 
 
+# --- DDP: one run on several GPUs ------------------------------------------------------------------
+
+
+def _ddp_rank(rank: int, world: int, folder: str, cfg: Config, device_type: str) -> None:
+    """One process of the DDP measurement: the trainer's own `_run_batches` on this rank's slices of
+    the study's global triplet batches; rank 0 writes images/s (global images per step)."""
+    device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    elif world > 1:  # forked: one thread (a thread pool does not survive a fork)
+        torch.set_num_threads(1)
+    dist.init_process_group(process_group_backend(device), init_method=f"file://{folder}/store", rank=rank,
+                            world_size=world)
+    try:
+        data = _host_pixels(cfg)
+        backbone = _backbone(cfg)
+        method = Triplet(TripletParams(batch_size=cfg.triplet_batch, margin=1.0), N_CLASSES, backbone.num_features)
+        model = prepare_model(Model(backbone, None), device)
+        optimizer = build_optimizer(model.parameters(), STUDY_OPTIMISER)
+        net = distributed.wrap(model, device) if world > 1 else model.backbone
+        batches = _full_batches(method, data.labels, 3 * cfg.triplet_batch, cfg.warmup + cfg.steps)
+        model.train()
+
+        def run(chunk: list[np.ndarray], epoch: int) -> None:
+            _run_batches(model, method, data, chunk, device, optimizer=optimizer,
+                         flip_rng=np.random.default_rng(epoch), hflip=0.5, epoch=epoch,
+                         amp_dtype=autocast_dtype("auto", device), forward=net)
+
+        start = time.perf_counter()
+        run(batches[: cfg.warmup], 1)
+        _sync(device)
+        dist.barrier()
+        warm = time.perf_counter() - start
+        start = time.perf_counter()
+        run(batches[cfg.warmup :], 2)
+        _sync(device)
+        dist.barrier()
+        per_step = (time.perf_counter() - start) / cfg.steps
+        if rank == 0:
+            (Path(folder) / "result.txt").write_text(f"{3 * cfg.triplet_batch / per_step} {warm} {_peak(device)}")
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def one_thread(on: bool = True):
+    """torch, BLAS and OpenMP on one thread while inside (`on`), as before after: for the dry run's
+    tiny sizes, where starting and joining threads on a busy machine would be all it measured."""
+    if not on:
+        yield
+        return
+    try:  # scikit-learn's (the evaluate rows'); without it, torch's threads alone
+        from threadpoolctl import threadpool_limits
+    except ModuleNotFoundError:
+        threadpool_limits = None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1) if threadpool_limits else contextlib.nullcontext():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def ddp_training(cfg: Config, device: torch.device, world: int) -> Result:
+    """Triplet training images/s with `world` processes (one per GPU; gloo processes on the CPU)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gpu_bench_ddp_") as folder:
+        if world == 1:  # here, as the other rows (on the CPU on one thread, as each of several processes)
+            with one_thread(device.type == "cpu"):
+                _ddp_rank(0, 1, folder, cfg, device.type)
+        else:
+            # CUDA needs fresh (spawned) processes; gloo processes on the CPU (the dry run) are forked
+            # from this one, which spares each its imports (seconds), and use one thread each.
+            mp.start_processes(_ddp_rank, args=(world, folder, cfg, device.type), nprocs=world,
+                               start_method="spawn" if device.type == "cuda" else "fork")
+        ips, warm, peak = (Path(folder) / "result.txt").read_text().split()
+    unit = ("GPU" if device.type == "cuda" else "CPU process") + ("es" if world > 1 and device.type != "cuda" else
+                                                                   "s" if world > 1 else "")
+    name = f"triplet DDP, ours: {world} {unit}, global batch {cfg.triplet_batch} triplets"
+    return Result(name, float(ips), None if peak == "None" else float(peak), float(warm))
+
+
+def ddp_rows(cfg: Config, device: torch.device, dry_run: bool) -> tuple[list[Result], str]:
+    """DDP images/s with one process and with every visible GPU (two CPU processes in a dry run);
+    with one GPU, no rows and the line that says so."""
+    world = DRY_RUN_PROCESSES if dry_run else torch.cuda.device_count()
+    if world < 2:
+        return [], "triplet DDP: one GPU: skipped"
+    one, many = ddp_training(cfg, device, 1), ddp_training(cfg, device, world)
+    return [one, many], (f"triplet DDP: {world} x {one.images_per_s:.0f} = {world * one.images_per_s:.0f} "
+                         f"images/s if it scaled perfectly; measured {many.images_per_s:.0f} "
+                         f"({many.images_per_s / (world * one.images_per_s):.0%} scaling efficiency)")
+
+
+# --- evaluate on large test sets ------------------------------------------------------------------
+
+
+def evaluate_rows(sizes: tuple[int, ...], device: torch.device, in_process: bool = False) -> list[dict]:
+    """`bench_evaluate` at each size, each in its own process (its own peak memory; `in_process`: here,
+    for a dry run), the retrieval on `device`. Needs scikit-learn and SciPy."""
+    try:
+        from benchmarks import bench_evaluate
+    except ModuleNotFoundError as exc:
+        print(f"  evaluate rows: skipped, {exc.name!r} is not installed here (pip install {exc.name})", flush=True)
+        return []
+    rows = []
+    for points in sizes:
+        if in_process:
+            with one_thread():
+                row = bench_evaluate.evaluate(*bench_evaluate.blobs(points, dim=64, n_classes=10), device)
+            row["peak_rss_gib"] = bench_evaluate.peak_rss_gib()
+        else:
+            row = bench_evaluate.run_in_subprocess(points, device.type)
+        rows.append(row)
+        print(f"  evaluate {points} x {row['dim']}: {row['total_s']:.1f} s, peak RSS {row['peak_rss_gib']:.2f} GiB",
+              flush=True)
+    return rows
+
+
+def evaluate_table(rows: list[dict]) -> str:
+    header = ("evaluate (K-means on the CPU, retrieval on the device)", "total s", "retrieval s", "peak RSS GiB",
+              "GPU peak GiB")
+    body = [(f"{r['points']:,} x {r['dim']}, {r['classes']} classes (+ the L2-normalised pass)",
+             f"{r['total_s']:.1f}", f"{r['retrieval_s']:.1f}", f"{r['peak_rss_gib']:.2f}",
+             f"{r['gpu_peak_gib']:.2f}" if "gpu_peak_gib" in r else "-") for r in rows]
+    width = [max(len(x[i]) for x in [header, *body]) for i in range(5)]
+    fmt = lambda row: " | ".join(c.ljust(width[0]) if i == 0 else c.rjust(width[i]) for i, c in enumerate(row))  # noqa: E731
+    lines = [fmt(header), "-+-".join("-" * w for w in width), *map(fmt, body)]
+    if len(rows) >= 2:
+        from benchmarks.bench_evaluate import growth
+
+        lines.append(f"growth between the two sizes: time ~ N^{growth(rows, 'total_s'):.2f}, "
+                     f"peak RSS ~ N^{growth(rows, 'peak_rss_gib'):.2f}")
+    return "\n".join(lines)
+
+
 # --- the estimate and the table -----------------------------------------------------------------
 
 
@@ -332,6 +482,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", dest="compile", action="store_true", default=None,
                         help="also measure torch.compile (default: on CUDA)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                        help="without the evaluate rows (100,000 and 1,000,000 points; several minutes)")
     args = parser.parse_args(argv)
     if args.dry_run:
         args.device, args.tiny = "cpu", True
@@ -367,6 +519,13 @@ def main(argv: list[str] | None = None) -> None:
         results[key] = measure()
         print(f"  {results[key].name}: {results[key].images_per_s:.0f} images/s", flush=True)
 
+    ddp, ddp_line = ddp_rows(cfg, device, args.dry_run)
+    for r in ddp:
+        print(f"  {r.name}: {r.images_per_s:.0f} images/s", flush=True)
+    print(f"  {ddp_line}", flush=True)
+    sizes = EVALUATE_POINTS["tiny" if args.tiny else "full"]
+    evaluated = evaluate_rows(sizes, device, in_process=args.dry_run) if args.evaluate else []
+
     ips = {key: r.images_per_s for key, r in results.items()}
     estimates = {
         "study's way": study_table_hours(ips["triplet/study"], ips["classification/study"], ips["embedding/study"]),
@@ -377,7 +536,11 @@ def main(argv: list[str] | None = None) -> None:
             ips["triplet/compiled"], ips["classification/compiled"], ips["embedding/ours"]
         )
     print()
-    print(table(list(results.values())))
+    print(table([*results.values(), *ddp]))
+    print(ddp_line)
+    if evaluated:
+        print()
+        print(evaluate_table(evaluated))
     print()
     print(f"Estimated model time for the study's table (8 runs x {EPOCHS} epochs, {cfg.model} at {cfg.size}px; "
           "train/val/test sizes per run approximated from SEED_PROTOCOL.md, see STUDY_RUNS):")

@@ -2,13 +2,15 @@
 
 Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
 (`model.safetensors`, `meta.json`, with the run's leak counts); per-epoch losses (and the selected
-epoch) go to a CSV that the report draws.
+epoch) go to a CSV that the report draws. With `train.processes: N > 1` the stage runs itself as
+N processes under torchrun (DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ from stages.lib.errors import PipelineError, stage_main
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import torch
 
     from stages.lib.methods import Method
     from stages.lib.trainer import SplitData
@@ -43,22 +46,54 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     # imported only now, so that `--help` answers at once
+    from stages.lib import distributed
+    from stages.lib.device import pick_device
+    from stages.lib.methods import METHODS
+
+    params = cli.params_of(args)
+    method_cls = METHODS.get(args.method)
+    if args.seed not in params.seeds:
+        raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
+    processes = params.train.processes
+    if processes > 1 and method_cls.trains and not distributed.launched():
+        hint = (f"re-run to continue from the last epoch saved in {args.resume_dir}" if args.resume_dir
+                else "re-run to train again")
+        stopped = (f"every finished epoch is kept in {args.resume_dir}; the next `dvc repro` resumes after the last"
+                   if args.resume_dir else "nothing was kept")
+        distributed.launch("stages.train", list(sys.argv[1:] if argv is None else argv), processes, hint=hint,
+                           stopped=stopped)
+        log.info("%d training processes finished -> %s", processes, args.out)
+        return
+    with distributed.reporting_to_launcher():
+        if distributed.launched():
+            if distributed.launched_size() != processes:
+                raise PipelineError(
+                    f"torchrun started {distributed.launched_size()} processes but train.processes is {processes}; "
+                    f"set train.processes: {distributed.launched_size()} (the whole run's processes)"
+                )
+            device = pick_device(params.train.device, distributed.local_rank(), processes)
+            distributed.init(device)
+        else:
+            device = pick_device(params.train.device)
+        try:
+            _train(args, params, method_cls, device)
+        finally:
+            distributed.finish()
+
+
+def _train(args, params, method_cls, device: torch.device) -> None:
+    """Train on this process (one rank of several, or alone); rank 0 writes the results."""
     import torch
 
-    from stages.lib.device import configure_determinism, pick_device
+    from stages.lib import distributed
+    from stages.lib.device import configure_determinism
     from stages.lib.leaks import no_leak
-    from stages.lib.methods import METHODS
     from stages.lib.models import build_backbone, save_checkpoint
     from stages.lib.splitdata import read_classes
     from stages.lib.trainer import clear_resume, fit, folder_digest, write_curve
     from stages.weights import weights_file
 
-    params = cli.params_of(args)
-    method_cls = METHODS.get(args.method)
     classes = read_classes(args.splits)
-    device = pick_device(params.train.device)
-    if args.seed not in params.seeds:
-        raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
     torch.manual_seed(args.seed)
     configure_determinism(params.train.deterministic, device)
     backbone = build_backbone(params.model.name, weights_file(args.weights))
@@ -75,14 +110,17 @@ def main(argv: list[str] | None = None) -> None:
     if method.pool is not None:
         meta["triplet_pool"] = method.pool
     if not method.trains:
+        if not distributed.is_main():
+            return  # rank 0 writes the checkpoint
         write_curve(args.curve, [])
         save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0, "leak": no_leak()})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
         return
     data, meta["leak"] = training_data(method, args.splits, args.decoded, params.model.image_size)
     log.info(
-        "%s on %s: %d train / %d val images, %d classes, device %s",
+        "%s on %s: %d train / %d val images, %d classes, device %s%s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
+        f", {distributed.world().size} processes" if distributed.world().size > 1 else "",
     )
     result = fit(
         method, backbone, data["train"], data["val"], params.train,
@@ -91,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
             "dataset": args.dataset, "model": dataclasses.asdict(params.model), "splits": folder_digest(args.splits),
         },
     )
+    if not distributed.is_main():
+        return  # rank 0 writes the checkpoint
     backbone.load_state_dict(result.backbone_state)
     head = method.head()
     if head is not None and result.head_state is not None:

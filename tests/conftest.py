@@ -11,10 +11,12 @@ from tests.helpers import tiny_params, write_params
 # they start at once and the short files fill the gaps, instead of the longest starting last.
 SLOW_FIRST = (
     "tests/test_pipeline_e2e.py",
+    "tests/test_scaling_e2e.py",
     "tests/reliability/test_dvc_repro.py",
     "tests/test_nothing_lost.py",
     "tests/test_own_data_e2e.py",
     "tests/reliability/test_resume.py",
+    "tests/reliability/test_distributed_train.py",
     "tests/stages/test_annotations.py",
     "tests/stages/test_stages.py",
 )

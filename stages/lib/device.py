@@ -14,15 +14,74 @@ MEAN = (0.485, 0.456, 0.406)  # ImageNet, as in the study; a timm model's own co
 STD = (0.229, 0.224, 0.225)  # (`stages.lib.models.input_stats`)
 
 
-def pick_device(requested: str) -> torch.device:
-    """`auto` -> CUDA when present, else CPU; `cuda` without a GPU is an error that says what to do."""
+def pick_device(requested: str, local_rank: int | None = None, processes: int = 1) -> torch.device:
+    """The device for `train.device`: `auto` -> CUDA when present, else CPU; `cuda:N` -> GPU N, so
+    queued runs can be pinned to GPUs; `cuda` without a GPU is an error that says what to do.
+
+    `local_rank` (a rank of a `train.processes` run on this machine): rank i takes GPU i, and the
+    machine must have a GPU per process.
+    """
     if requested == "cpu":
         return torch.device("cpu")
-    if torch.cuda.is_available():
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested.startswith("cuda:"):
+        index = int(requested.split(":", 1)[1])
+        if processes > 1:
+            raise PipelineError(
+                f"train.device {requested} pins one GPU, but train.processes is {processes} (one GPU per process); "
+                "set train.device: cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+            )
+        if index >= available:
+            visible = f"GPUs cuda:0 to cuda:{available - 1} are visible" if available else "no CUDA GPU is visible"
+            raise PipelineError(f"train.device is {requested} but {visible}; set train.device: auto, cpu or cuda:N")
+        return torch.device("cuda", index)
+    if not available:
+        if requested == "cuda":
+            raise PipelineError("train.device is cuda but no CUDA GPU is visible; set train.device: auto or cpu")
+        return torch.device("cpu")
+    if local_rank is None:
         return torch.device("cuda")
-    if requested == "cuda":
-        raise PipelineError("train.device is cuda but no CUDA GPU is visible; set train.device: auto or cpu")
-    return torch.device("cpu")
+    if processes > available:
+        raise PipelineError(
+            f"train.processes is {processes} but {available} CUDA GPU(s) are visible (one GPU per process); "
+            f"set train.processes: {available} or less, or train.device: cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def compute_device() -> torch.device:
+    """Where array work (the evaluate stage's neighbour search) runs: the GPU when there is one."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def block_bytes(device: torch.device) -> int:
+    """Working memory for one block of a blocked computation on `device`: 256 MiB on the CPU (the
+    block stays in a fraction of a small machine's memory), a quarter of what is free on a GPU (at
+    most 8 GiB: larger blocks gain nothing)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(free // 4, 8 * 2**30))
+    return 256 * 2**20
+
+
+def process_group_backend(device: torch.device) -> str:
+    """The collective backend for DistributedDataParallel on `device`: NCCL on CUDA, gloo on the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rng_state() -> dict:
+    """This process's torch random states (CPU, and every visible GPU once CUDA has started)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:

@@ -22,7 +22,10 @@ class PipelineError(Exception):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM, caught where the work so far could be kept; the message says what was
-    kept and what the next run does (printed as one line)."""
+    kept and what the next run does (printed as one line). `signal`, where set, is the signal
+    (when a handler other than `stage_main`'s received it)."""
+
+    signal: int | None = None
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -54,9 +57,10 @@ def stage_main(func: F) -> F:
             raise SystemExit(1) from None
         except KeyboardInterrupt as exc:
             said = str(exc) if isinstance(exc, Interrupted) else "this stage's outputs are incomplete and were not kept"
-            name = "terminated" if received["signal"] == signal.SIGTERM else "interrupted"
+            signum = getattr(exc, "signal", None) or received["signal"]  # a handler of its own may have taken it
+            name = "terminated" if signum == signal.SIGTERM else "interrupted"
             print(f"{name}: {said}", file=sys.stderr)
-            raise SystemExit(128 + received["signal"]) from None
+            raise SystemExit(128 + signum) from None
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)

@@ -105,9 +105,13 @@ class TrainParams:
     compile: bool
     deterministic: bool
     resume_every_s: float
+    processes: int
 
     def check(self, where: str) -> None:
-        _one_of(self.device, f"{where}.device", DEVICES)
+        _require(  # cuda:N pins GPU N (queued runs, one per GPU)
+            self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device) is not None, f"{where}.device",
+            f"one of: {', '.join(DEVICES)}, cuda:N (N a GPU index)", self.device,
+        )
         _one_of(self.precision, f"{where}.precision", PRECISIONS)
         _one_of(self.optimizer, f"{where}.optimizer", sorted(OPTIMIZERS))
         _require(self.epochs >= 1, f"{where}.epochs", "an integer >= 1", self.epochs)
@@ -129,6 +133,10 @@ class TrainParams:
         _require(0 <= self.hflip <= 1, f"{where}.hflip", "a probability in [0, 1]", self.hflip)
         _require(
             self.resume_every_s >= 0, f"{where}.resume_every_s", "seconds >= 0 (0: every epoch)", self.resume_every_s
+        )
+        _require(
+            self.processes >= 1, f"{where}.processes", "an integer >= 1 (processes, one per GPU, for one run)",
+            self.processes,
         )
 
 

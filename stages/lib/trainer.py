@@ -25,8 +25,20 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from stages.lib import distributed
 from stages.lib.atomic import atomic_path, write_text
-from stages.lib.device import MEAN, STD, Stats, autocast_dtype, host_to_device, normalise, prepare_model, to_device
+from stages.lib.device import (
+    MEAN,
+    STD,
+    Stats,
+    autocast_dtype,
+    host_to_device,
+    normalise,
+    prepare_model,
+    rng_state,
+    set_rng_state,
+    to_device,
+)
 from stages.lib.errors import Interrupted, PipelineError
 from stages.lib.methods.base import Method
 from stages.lib.models import input_stats
@@ -78,7 +90,12 @@ class Model(nn.Module):
         self.backbone = backbone
         self.head = head
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The embeddings (the head is applied by the method's loss)."""
+        return self.backbone(x)
 
+
+@distributed.main_only
 def write_curve(path: Path, history: list[dict], best_epoch: int | None = None) -> None:
     """The per-epoch losses as CSV, rewritten atomically after every epoch; `best` marks the epoch
     selected so far (the lowest validation loss), so a picture of the curve can mark it."""
@@ -109,29 +126,36 @@ def _run_batches(
     """One pass over `batches`; trains when `optimizer` is given. Returns the mean loss per sample.
 
     Losses stay on the device until the end of the pass (no host sync per step); a non-finite
-    one is then reported with its epoch and batch.
+    one is then reported with its epoch and batch. With several processes each embeds its own
+    slice of every batch (`distributed.shard`) and the pass's losses are the whole batches'.
     """
     losses, weights = [], []
     backbone = forward or model.backbone
     x = None  # the previous batch's input, refilled in place on the CPU once its step is done
     for index in batches:
-        images = to_device(data.pixels[index], device)
+        part = distributed.shard(len(index), method.indices_per_item)
+        mine = index[part.positions]
+        images = to_device(data.pixels[mine], device)
         flip = None
-        if flip_rng is not None and hflip > 0:
-            flip = host_to_device(flip_rng.random(len(index)) < hflip, device)
-        labels = host_to_device(data.labels[index], device)
+        if flip_rng is not None and hflip > 0:  # drawn for the whole batch, the same on every process
+            flip = host_to_device((flip_rng.random(len(index)) < hflip)[part.positions], device)
+        labels = host_to_device(data.labels[mine], device)
+        whole = method.batch_wide and len(part.rows) > 1  # a batch-wide loss on several processes
+        batch_labels = host_to_device(data.labels[index], device) if whole else None
         x = normalise(images, flip, out=x, stats=stats)
         with torch.set_grad_enabled(optimizer is not None), torch.autocast(
             device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
         ):
-            loss = method.loss(backbone(x), labels, model.head)
+            loss, reported = distributed.batch_loss(
+                lambda e, y: method.loss(e, y, model.head), backbone(x), labels, batch_labels, part
+            )
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        losses.append(loss.detach().float())
-        weights.append(len(index) // method.indices_per_item)  # loss terms in this batch
-    values = torch.stack(losses).cpu().double().numpy()
+        losses.append(reported.float())
+        weights.append(part.items)  # loss terms in this batch
+    values = distributed.mean_over_ranks(torch.stack(losses)).cpu().double().numpy()
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         phase = "training" if optimizer is not None else "validation"
@@ -195,6 +219,7 @@ def _cpu_copy(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+@distributed.main_only
 def _save_resume(folder: Path, state: dict) -> None:
     """Write the resume checkpoint atomically: a kill leaves the previous epoch's file whole."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -234,6 +259,7 @@ def _load_resume(folder: Path, fingerprint: str) -> dict | None:
     return state
 
 
+@distributed.main_only
 def clear_resume(folder: Path | None) -> None:
     """Delete the resume checkpoint (after the final checkpoint is safely written)."""
     if folder is None:
@@ -273,7 +299,8 @@ class _Loop:
     last_save: float = field(default_factory=time.monotonic)
 
     def resume_state(self, epoch: int) -> dict:
-        """A weights_only-loadable dict: tensors, numbers, strings, lists and dicts only."""
+        """A weights_only-loadable dict: tensors, numbers, strings, lists and dicts only. Called on
+        every process (it gathers each one's random state); rank 0 writes it."""
         best = self.best
         assert best is not None
         same = best.best_epoch == epoch  # the best weights are the current ones: store them once
@@ -286,10 +313,8 @@ class _Loop:
             "head": head.state_dict() if head is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            },
+            "rng": rng_state(),
+            "rng_ranks": distributed.gather_objects(rng_state()),  # one per process, in rank order
             "history": self.history,
             "best": {
                 "epoch": best.best_epoch,
@@ -307,9 +332,8 @@ class _Loop:
                 self.model.head.load_state_dict(state["head"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if state["rng"]["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            ranks = state.get("rng_ranks") or [state["rng"]]
+            set_rng_state(ranks[distributed.world().rank] if len(ranks) > 1 else state["rng"])
             self.history = list(state["history"])
             b = state["best"]
             if b["backbone"] is None:  # the best epoch was the last one saved
@@ -356,17 +380,18 @@ def fit(
         fingerprint = run_fingerprint(model, method, train, val, params, seed=seed, device=device, context=context)
     model = prepare_model(model, device)
     optimizer = build_optimizer(model.parameters(), params)
+    net = distributed.wrap(model, device) if distributed.world().size > 1 else model.backbone
     loop = _Loop(
         model=model, method=method, train=train, val=val,
         val_batches=method.split_batches(val, np.random.default_rng([seed, VAL_STREAM])),
         params=params, optimizer=optimizer, scheduler=build_scheduler(optimizer, params), seed=seed,
         device=device, amp_dtype=autocast_dtype(params.precision, device),
-        forward=torch.compile(model.backbone) if params.compile else model.backbone, stats=input_stats(backbone),
+        forward=torch.compile(net) if params.compile else net, stats=input_stats(backbone),
         curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint,
     )
     start = 1
     if resume_dir is not None and fingerprint is not None:
-        state = _load_resume(resume_dir, fingerprint)
+        state = distributed.from_main(lambda: _load_resume(resume_dir, fingerprint))  # rank 0 reads, all load
         if state is not None:
             start = loop.restore(state)
             log.info("resuming %s from %s: epochs 1-%d done, continuing at epoch %d",
@@ -392,12 +417,14 @@ def _detached(value: Any) -> Any:
 
 
 def _epochs(loop: _Loop, start: int) -> None:
-    """Train epochs `start`..`params.epochs`. On Ctrl-C, SIGTERM or a failed epoch, the resume
-    checkpoint of the last finished epoch is written at once (it is kept in memory, as CPU copies,
-    whenever `train.resume_every_s` has not yet sent it to disk) and the error says what was kept."""
+    """Train epochs `start`..`params.epochs`. On Ctrl-C, SIGTERM or a failed epoch (or a lost peer
+    process), the resume checkpoint of the last finished epoch is written at once (it is kept in
+    memory, as CPU copies, whenever `train.resume_every_s` has not yet sent it to disk) and the
+    error says what was kept. With several processes rank 0 writes, and every process stops."""
     params, model, method = loop.params, loop.model, loop.method
     bar = tqdm(range(start, params.epochs + 1), desc=f"train {method.name}", unit="epoch",
-               initial=start - 1, total=params.epochs, disable=None)  # no bar when stderr is not a terminal
+               initial=start - 1, total=params.epochs,
+               disable=None if distributed.is_main() else True)  # no bar off a terminal, nor beside rank 0
     saved = start - 1 if start > 1 else None  # the epoch the resume checkpoint on disk holds
     unsaved: dict | None = None  # the last finished epoch's resume state, when newer than the one on disk
     try:
@@ -431,17 +458,20 @@ def _epochs(loop: _Loop, start: int) -> None:
                 )
             if loop.resume_dir is not None:
                 state = loop.resume_state(epoch)
-                if time.monotonic() - loop.last_save >= params.resume_every_s or epoch == params.epochs:
+                due = time.monotonic() - loop.last_save >= params.resume_every_s or epoch == params.epochs
+                if distributed.same_as_main(due):  # rank 0's clock decides, for every process
                     _save_resume(loop.resume_dir, state)  # a checkpoint of a large model costs ~0.5 GB of writes
                     loop.last_save, saved, unsaved = time.monotonic(), epoch, None
                 else:  # the best weights are never changed in place: only the live state is copied
                     unsaved = {**_detached({k: v for k, v in state.items() if k != "best"}), "best": state["best"]}
             if loop.curve_path is not None:
                 write_curve(loop.curve_path, loop.history, loop.best.best_epoch)
-    except (KeyboardInterrupt, PipelineError) as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # also a lost peer process: keep what is finished
         if unsaved is not None:
             _save_resume(loop.resume_dir, unsaved)
             saved = unsaved["epoch"]
+        if not isinstance(exc, (KeyboardInterrupt, PipelineError)):
+            raise
         path = loop.resume_dir / RESUME_FILE if loop.resume_dir is not None else None
         if isinstance(exc, PipelineError):
             kept = f"; epochs 1-{saved} and their best weights are kept in {path}" if saved else ""

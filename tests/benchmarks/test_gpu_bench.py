@@ -18,6 +18,18 @@ def test_dry_run_measures_every_row_and_the_estimate(capsys):
     assert "torch.compile" not in out.split("measurement")[1]  # compile rows only on CUDA (or --compile)
     assert "Estimated model time for the study's table" in out
     assert "ours:" in out and " h (speed-up " in out
+    # The DDP rows: one process, then two gloo processes on the CPU standing in for two GPUs.
+    assert "triplet DDP, ours: 1 CPU process, global batch 4 triplets" in out
+    assert "triplet DDP, ours: 2 CPU processes, global batch 4 triplets" in out
+    assert "scaling efficiency" in out and "one GPU: skipped" not in out
+    # The evaluate rows at the dry run's sizes, and how they grow.
+    assert "300 x 64, 10 classes" in out and "600 x 64, 10 classes" in out and "growth between the two sizes" in out
+
+
+def test_with_one_gpu_the_ddp_row_says_it_is_skipped(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    rows, line = gpu_bench.ddp_rows(gpu_bench.TINY, torch.device("cuda"), dry_run=False)
+    assert rows == [] and line == "triplet DDP: one GPU: skipped"
 
 
 def test_the_estimate_counts_three_images_per_triplet():

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from stages import evaluate
 from stages.lib import metrics
@@ -93,7 +94,7 @@ def naive(x: np.ndarray, y: np.ndarray, k: int) -> dict[str, float]:
 
 @pytest.mark.parametrize("k", [1, 4, 5])
 def test_retrieval_matches_a_naive_loop(monkeypatch, k):
-    monkeypatch.setattr(metrics, "KNN_BATCH", 16)  # exercise the blockwise distances
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 60 * 7)  # blocks of 7 of the 60 queries
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(5), [1, 6, 11, 17, 25])  # one lone image (class 0): left out of P@1 and MAP@R
     centres = rng.normal(size=(5, 8)) * 1.5
@@ -109,7 +110,7 @@ def test_kmeans_init_std_is_over_single_initialisation_runs_from_kmeans_seed(mon
     scripted = {(10, 7): [0, 0, 1, 1], (1, 7): [1, 1, 0, 0], (1, 8): [0, 1, 0, 1], (1, 9): [0, 0, 0, 1]}
     calls = []
 
-    def fake_kmeans(embeddings, n_clusters, *, n_init, seed):
+    def fake_kmeans(embeddings, n_clusters, *, n_init, seed, overwrite=False):
         calls.append((n_init, seed))
         return np.array(scripted[(n_init, seed)])
 
@@ -190,3 +191,137 @@ def test_the_evaluate_stage_writes_the_scores_of_its_params_and_the_run_record(t
     assert list(table["row"]) == list(range(100, 118)) and list(table["path"]) == [f"p{i}" for i in range(18)]
     assert (table["predicted"] == per_image["predicted"]).all() and table["correct"].mean() == pytest.approx(
         written["kmeans_acc"], abs=1e-6)
+
+
+def blobs(
+    n: int = 400, dim: int = 16, n_classes: int = 7, seed: int = 0, duplicates: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping classes (every metric strictly between 0 and 1), off the origin, with one class of a
+    single item and (`duplicates`) a few equal points of different classes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes - 1, n)
+    y[0] = n_classes - 1  # alone in its class
+    x = rng.normal(size=(n_classes, dim))[y] * 0.5 + rng.normal(size=(n, dim)) + 3.0
+    if duplicates:
+        x[10:14] = x[20]
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_blocked_search_gives_pytorch_metric_learnings_numbers(monkeypatch, distance):
+    # The reference: pytorch-metric-learning's AccuracyCalculator over the whole set at once, with an
+    # exact k-NN (what this function computed before it worked in blocks).
+    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    x, y = blobs(duplicates=False)  # its calculator drops the first neighbour as the query, even if a duplicate
+    centred = x - x.mean(axis=0) if distance == "euclidean" else x
+    measure = LpDistance(p=2, power=1, normalize_embeddings=False) if distance == "euclidean" else CosineSimilarity()
+    reference = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count",
+                                   device=torch.device("cpu"), knn_func=CustomKNN(measure)).get_accuracy(centred, y)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 400 * 9)  # blocks of 9 queries
+    ours = retrieval_scores(x, y, knn_k=5, distance=distance)
+    assert 0.2 < ours["precision_at_1"] < 0.95 and 0.1 < ours["map_at_r"] < 0.9
+    # Both rank float32 distances (computed in other orders): at most a near-tie apart.
+    assert ours["precision_at_1"] == pytest.approx(reference["precision_at_1"], abs=1 / len(x))
+    assert ours["map_at_r"] == pytest.approx(reference["mean_average_precision_at_r"], abs=1 / len(x))
+
+
+def test_one_pass_serves_both_distances_and_cosine_is_euclidean_on_unit_vectors(monkeypatch):
+    x, y = blobs(seed=1)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 400 * 50)
+    both = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean", "cosine"))
+    assert both["euclidean"] == retrieval_scores(x, y, knn_k=5)
+    assert both["cosine"] == retrieval_scores(x, y, knn_k=5, distance="cosine")
+    assert both["euclidean"] != both["cosine"]  # the data tells them apart
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert retrieval_scores(unit, y, knn_k=5) == pytest.approx(both["cosine"], abs=1 / len(x))
+
+
+def test_no_block_holds_n_by_n_and_every_query_is_searched_once(monkeypatch):
+    n = 1500
+    x, y = blobs(n=n, seed=2)
+    shapes = []
+    products = metrics._Items.products
+
+    def spy(self, lo, hi):
+        out = products(self, lo, hi)
+        shapes.append((lo, hi, tuple(out.shape)))
+        return out
+
+    monkeypatch.setattr(metrics._Items, "products", spy)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 2**20)
+    blocked = retrieval_scores(x, y, knn_k=5)
+    assert all(hi - lo <= 2**20 // (12 * n) and shape == (hi - lo, n) for lo, hi, shape in shapes)
+    assert [lo for lo, _, _ in shapes] == sorted({lo for lo, _, _ in shapes}) and shapes[-1][1] == n
+    assert sum(hi - lo for lo, hi, _ in shapes) == n
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 2**34)  # everything in one block
+    assert retrieval_scores(x, y, knn_k=5) == pytest.approx(blocked, abs=1e-12)
+
+
+def test_equal_distances_rank_in_index_order():
+    # Items 0-3 at one point, classes 0, 1, 0, 1; items 4 and 5 (classes 0, 1) one apart, far away.
+    # Nearest others in index order: 0 -> 1 (wrong), 1 -> 0, 2 -> 0 (right), 3 -> 0, 4 -> 5, 5 -> 4.
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 6.0]])
+    y = np.array([0, 1, 0, 1, 0, 1])
+    items = metrics._Items(x, torch.device("cpu"))
+    order = metrics._nearest(items.distances("euclidean", items.products(0, 6), 0, 6), 0, 2)
+    assert order.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1], [5, 0], [4, 0]]
+    assert retrieval_scores(x, y, knn_k=1)["precision_at_1"] == pytest.approx(1 / 6)
+    # Many equal distances (which torch.topk returns in no particular order), at and past the k-th place.
+    x = np.zeros((40, 2))
+    x[::7] = 1.0
+    items = metrics._Items(x, torch.device("cpu"))
+    order = metrics._nearest(items.distances("euclidean", items.products(0, 40), 0, 40), 0, 5)
+    assert order[0].tolist() == [7, 14, 21, 28, 35] and order[1].tolist() == [2, 3, 4, 5, 6]
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_search_on_each_device_gives_the_naive_loops_numbers(device, monkeypatch):
+    # The code that runs on a GPU, run here on every device there is (on a GPU machine: the GPU too),
+    # in blocks sized as on a GPU with 64 KiB free, against the naive loop on the CPU.
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**16, 2**30))
+    rows = metrics.block_bytes(torch.device("cuda")) // (3 * 4 * 120)
+    assert rows == 2**14 // (12 * 120) == 11  # a quarter of what is free
+    monkeypatch.setattr(metrics, "block_bytes", lambda d: 2**14)
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(6), [2, 10, 14, 20, 30, 44])
+    x = rng.normal(size=(6, 8))[y] * 1.5 + rng.normal(size=(len(y), 8)) + 40.0
+    here = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean",), device=torch.device(device))
+    assert here["euclidean"] == pytest.approx(naive(x, y, 5), abs=1e-9)
+    assert 0.3 < here["euclidean"]["map_at_r"] < 0.95  # the data leaves room to be wrong
+
+
+def test_the_stage_searches_on_the_compute_device(monkeypatch):
+    used = []
+    monkeypatch.setattr(metrics, "compute_device", lambda: used.append("asked") or torch.device("cpu"))
+    items = metrics._Items
+    monkeypatch.setattr(metrics, "_Items", lambda x, device: used.append(device) or items(x, device))
+    x, y = blobs(n=60, seed=5)
+    metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=3, bootstrap_resamples=10)
+    assert used == ["asked", torch.device("cpu")]  # asked once, for one search serving both views
+
+
+def test_the_l2_view_is_searched_as_l2_normalised_embeddings_zero_rows_included(monkeypatch):
+    # Lengths spread over four orders of magnitude (rows far shorter than the mean vector: the
+    # angles then come from a normalised copy) and two zero rows: the shared search ranks as a
+    # search of the normalised copy would.
+    x, y = blobs(n=300, seed=6, duplicates=False)
+    x = x * np.exp(np.random.default_rng(6).uniform(-6, 3, size=(len(x), 1))).astype(np.float32)
+    x[[5, 50]] = 0.0
+    shared = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean", "euclidean_l2"))
+    assert shared["euclidean"] == retrieval_scores(x, y, knn_k=5)
+    copy = retrieval_scores(metrics.l2_normalise(x), y, knn_k=5)
+    assert shared["euclidean_l2"] == pytest.approx(copy, abs=1 / len(x))  # at most a near-tie apart
+    scores, _ = metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=5,
+                                            bootstrap_resamples=10)
+    assert {k: scores["l2"][k] for k in copy} == shared["euclidean_l2"]
+    assert {k: scores[k] for k in copy} == shared["euclidean"]
+    cosine, _ = metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=5, distance="cosine",
+                                            bootstrap_resamples=10)
+    assert {k: cosine["l2"][k] for k in copy} == {k: cosine[k] for k in copy} == retrieval_scores(
+        x, y, knn_k=5, distance="cosine")

@@ -32,7 +32,7 @@ OWN = "{folder: PATH} or {csv: FILE, root: FOLDER}"  # the two shapes of a datas
 TOP_KEYS = sorted(["datasets", "embed", "evaluate", "methods", "model", "pictures", "seed", "seeds", "shots",
                    "sources", "split", "train", "umap", *METHODS.names()])
 TRAIN_KEYS = ("device, epochs, optimizer, lr, betas, weight_decay, warmup_epochs, warmup_start_factor, "
-              "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s")
+              "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s, processes")
 
 
 def edited(*edits: tuple[str, Any], base: dict | None = None) -> dict:
@@ -144,7 +144,11 @@ RULES = [
     # -- model, train
     case("model.name must be a timm model name, got '  '", ("model.name", "  ")),
     case("model.image_size must be an integer >= 16, got 15", ("model.image_size", 15)),
-    case("train.device must be one of: auto, cpu, cuda, got 'tpu'", ("train.device", "tpu")),
+    case("train.device must be one of: auto, cpu, cuda, cuda:N (N a GPU index), got 'tpu'", ("train.device", "tpu")),
+    case("train.device must be one of: auto, cpu, cuda, cuda:N (N a GPU index), got 'cuda:x'",
+         ("train.device", "cuda:x")),
+    case("train.processes must be an integer >= 1 (processes, one per GPU, for one run), got 0",
+         ("train.processes", 0)),
     case("train.precision must be one of: auto, bf16, fp32, got 'fp16'", ("train.precision", "fp16")),
     case("train.optimizer must be one of: adam, adamw, got 'sgd'", ("train.optimizer", "sgd")),
     case("train.epochs must be an integer >= 1, got 0", ("train.epochs", 0)),
@@ -231,7 +235,8 @@ ACCEPTED = [
     (("model.image_size", 16),), (("train.epochs", 1),), (("train.betas", [0, 0.999]),),
     (("train.weight_decay", 0),), (("train.warmup_epochs", 0),), (("train.warmup_start_factor", 1),),
     (("train.cosine_t_max", 1),), (("train.eta_min", 0),), (("train.eta_min", 0.001),), (("train.hflip", 0),),
-    (("train.hflip", 1),), (("train.resume_every_s", 0),), (("embed.batch_size", 1),),
+    (("train.hflip", 1),), (("train.resume_every_s", 0),), (("train.processes", 1),), (("train.device", "cuda:0"),),
+    (("embed.batch_size", 1),),
     (("evaluate.kmeans_n_init", 1),), (("evaluate.kmeans_seed", MAX), ("evaluate.kmeans_repeats", 1)),
     (("evaluate.kmeans_seed", MAX - 1), ("evaluate.kmeans_repeats", 2)), (("evaluate.knn_k", 1),),
     (("evaluate.bootstrap_resamples", 1000), ("evaluate.bootstrap_seed", MAX)), (("triplet.pool", "study"),),

@@ -25,6 +25,10 @@ class Method:
     params_type: ClassVar[type]
     trains: ClassVar[bool] = True
     indices_per_item: ClassVar[int] = 1  # indices per loss term in a batch (3 for triplets)
+    # A loss that compares the items of a batch with each other (not a mean of per-item terms): with
+    # several processes it is computed on the whole global batch (stages.lib.distributed). Such a
+    # method has no head.
+    batch_wide: ClassVar[bool] = False
     name: ClassVar[str]
     # Split tables to train / validate on instead of `train` / `val` when the split stage wrote
     # them (the study's triplet lists). Their rows carry `negative_label`, which `epoch_batches`

@@ -37,6 +37,7 @@ class SupCon(Method):
     the batch, averaged over the anchors that have a positive."""
 
     params_type = SupConParams
+    batch_wide = True  # every image is compared with the whole batch
 
     def __init__(self, params: SupConParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)

@@ -37,6 +37,7 @@ class TripletBatchHard(Method):
     method, averaged over every anchor (zero-loss ones included)."""
 
     params_type = TripletBatchHardParams
+    batch_wide = True  # every image is compared with the whole batch
 
     def __init__(self, params: TripletBatchHardParams, n_classes: int, embed_dim: int) -> None:
         super().__init__(params, n_classes, embed_dim)
