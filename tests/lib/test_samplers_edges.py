@@ -87,3 +87,13 @@ def test_mismatched_image_ids_and_negatives_are_refused_exactly():
     with pytest.raises(ValueError) as info:
         sample_triplets(labels, np.random.default_rng(0), np.array([1, 0]))
     assert str(info.value) == "negative_labels must give one class per anchor, got 2 for 4"
+
+
+def test_a_small_class_meets_new_partners_each_round():
+    # Class 0 (4 images, K = 2) is in all 11 batches of the epoch: 5.5 rounds of its queue. Each round is a
+    # fresh shuffle, so its images are paired differently from round to round, not in the same two pairs.
+    labels = np.repeat([0, 1], [4, 40])
+    for seed in range(5):
+        batches = class_balanced_batches(labels, np.random.default_rng(seed), batch_size=4, images_per_class=2)
+        pairs = {tuple(sorted(b[labels[b] == 0].tolist())) for b in batches}
+        assert len(batches) == 11 and len(pairs) > 2, (seed, pairs)
