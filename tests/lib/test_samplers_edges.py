@@ -57,3 +57,43 @@ def test_no_image_twice_in_a_batch_when_a_class_does_not_divide_into_k():
     for seed in range(20):
         for batch in class_balanced_batches(labels, np.random.default_rng(seed), batch_size=6, images_per_class=2):
             assert len(set(batch.tolist())) == len(batch), (seed, batch)
+
+
+@pytest.mark.parametrize("pool", ["split", "study"])
+def test_listed_anchors_image_ids_and_the_pool_reach_the_triplets(pool):
+    # Rows 0 and 1 are one image (id 10) listed twice; the list names rows 0, 1, 3 and 3 as anchors.
+    labels, images, anchors = np.array([0, 0, 0, 1, 1]), np.array([10, 10, 11, 12, 13]), np.array([0, 1, 3, 3])
+    method = Triplet(TripletParams(batch_size=3, margin=1.0, pool=pool), n_classes=2, embed_dim=4)
+    data = SplitData(np.zeros((5, 2, 2, 3), dtype=np.uint8), labels, anchors=anchors, images=images)
+    own = 0
+    for seed in range(40):
+        for batches in (method.epoch_batches(labels, np.random.default_rng(seed), anchors=anchors, images=images),
+                        method.split_batches(data, np.random.default_rng(seed))):
+            assert [len(b) for b in batches] == [9, 3]  # 4 triplets in steps of 3: anchors, positives, negatives
+            a, p, n = (np.concatenate(part) for part in zip(*(np.split(b, 3) for b in batches), strict=True))
+            assert sorted(a) == [0, 1, 3, 3]
+            assert (labels[p] == labels[a]).all() and (labels[n] != labels[a]).all()
+            if pool == "split":  # never the anchor's own image, even listed under another row
+                assert (images[p] != images[a]).all()
+            own += int((p == a).sum())
+    assert (own > 0) == (pool == "study")  # the study lets an anchor be its own positive
+
+
+def test_mismatched_image_ids_and_negatives_are_refused_exactly():
+    labels = np.array([0, 0, 1, 1])
+    with pytest.raises(ValueError) as info:
+        sample_triplets(labels, np.random.default_rng(0), images=np.arange(3))
+    assert str(info.value) == "images must give one id per label, got (3,) for (4,)"
+    with pytest.raises(ValueError) as info:
+        sample_triplets(labels, np.random.default_rng(0), np.array([1, 0]))
+    assert str(info.value) == "negative_labels must give one class per anchor, got 2 for 4"
+
+
+def test_a_small_class_meets_new_partners_each_round():
+    # Class 0 (4 images, K = 2) is in all 11 batches of the epoch: 5.5 rounds of its queue. Each round is a
+    # fresh shuffle, so its images are paired differently from round to round, not in the same two pairs.
+    labels = np.repeat([0, 1], [4, 40])
+    for seed in range(5):
+        batches = class_balanced_batches(labels, np.random.default_rng(seed), batch_size=4, images_per_class=2)
+        pairs = {tuple(sorted(b[labels[b] == 0].tolist())) for b in batches}
+        assert len(batches) == 11 and len(pairs) > 2, (seed, pairs)
