@@ -135,3 +135,14 @@ def test_the_device_given_is_the_one_searched_on(monkeypatch):
 def test_an_unknown_distance_is_refused_with_its_own_message():
     with pytest.raises(ValueError, match=re.escape("distance must be one of ('euclidean', 'cosine'), got 'l1'")):
         evaluate_embeddings(np.zeros((4, 2)), np.array([0, 0, 1, 1]), n_init=1, seed=0, distance="l1")
+
+
+@pytest.mark.parametrize("last", [42, 41], ids=["ties across the k-th place, k = N - 2", "ties inside the first k"])
+def test_many_equal_distances_not_the_nearest_come_in_index_order(last):
+    # One query (item 0) of 43 items, its k = 41 nearest asked for: item 1 at distance 1, items 2 to
+    # `last` at 2 (41 or 40 of them), the rest at 3. torch.topk and an unstable sort return 20 or more
+    # equal values in no particular order.
+    row = torch.full((1, 43), 3.0)
+    row[0, 1], row[0, 2 : last + 1] = 1.0, 2.0
+    order = metrics._nearest(row, 0, 41)
+    assert order[0].tolist() == list(range(1, 42))
