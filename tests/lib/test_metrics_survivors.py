@@ -146,3 +146,11 @@ def test_many_equal_distances_not_the_nearest_come_in_index_order(last):
     row[0, 1], row[0, 2 : last + 1] = 1.0, 2.0
     order = metrics._nearest(row, 0, 41)
     assert order[0].tolist() == list(range(1, 42))
+
+
+def test_precision_and_map_at_r_do_not_depend_on_the_knn_hits():
+    # The hand-worked line of test_metrics_retrieval: with k = 5 every k-NN vote is wrong (knn_acc 0),
+    # while precision@1 and MAP@R stay 3/6 and 7/24.
+    line, labels = np.array([0.0, 1.0, 3.0, 4.2, 6.5, 9.5])[:, None], np.array([0, 0, 1, 0, 1, 1])
+    assert retrieval_scores(line, labels, knn_k=5) == pytest.approx(
+        {"precision_at_1": 3 / 6, "map_at_r": 7 / 24, "knn_acc": 0.0})
