@@ -13,6 +13,7 @@ from stages.lib import metrics
 from stages.lib.metrics import (
     RANKINGS,
     clustering_scores,
+    embedding_scores,
     evaluate_embeddings,
     l2_normalise,
     matched_predictions,
@@ -154,3 +155,16 @@ def test_precision_and_map_at_r_do_not_depend_on_the_knn_hits():
     line, labels = np.array([0.0, 1.0, 3.0, 4.2, 6.5, 9.5])[:, None], np.array([0, 0, 1, 0, 1, 1])
     assert retrieval_scores(line, labels, knn_k=5) == pytest.approx(
         {"precision_at_1": 3 / 6, "map_at_r": 7 / 24, "knn_acc": 0.0})
+
+
+def test_the_documented_defaults_and_a_search_block_left_as_it_was():
+    # evaluate_embeddings' defaults: one K-means repeat (no spread), k = 5 (the bootstrap's defaults
+    # move the interval too little on small data to be seen here).
+    x, y = np.random.default_rng(2).normal(size=(101, 3)), np.arange(101) % 3
+    explicit = dict(kmeans_repeats=1, knn_k=5)
+    assert embedding_scores(x, y, n_init=1, seed=0) == embedding_scores(x, y, n_init=1, seed=0, **explicit)
+    items = metrics._Items(x, torch.device("cpu"))
+    products = items.products(0, 24)
+    before = products.clone()
+    items.distances("euclidean", products, 0, 24)  # `reuse` not asked for: the block stays as it was
+    assert torch.equal(products, before)
