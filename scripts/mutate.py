@@ -38,7 +38,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "metrics": (
         ["stages/lib/metrics.py"], None,
         ["tests/lib/test_metrics.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_edges.py",
-         "tests/stages/test_evaluate_values.py"],
+         "tests/lib/test_metrics_survivors.py", "tests/stages/test_evaluate_values.py"],
     ),
     "stats": (["stages/lib/stats.py"], None, ["tests/lib/test_stats.py"]),
     "splits": (
