@@ -1,4 +1,4 @@
-"""End to end with the real `dvc repro`: the README's "Your own data" example, run as written
+"""End to end with the real `dvc repro`: docs/own-data.md's complete example, run as written
 (its export command and its params, on top of the tests' tiny model), then DVC seeing one image
 or one CSV row change, and nothing else."""
 
@@ -19,9 +19,8 @@ from tests.helpers import ROOT, project_copy, run, tiny_params, write_params
 
 
 def readme_example() -> tuple[list[str], dict]:
-    """The export command and the params fragment of README's "A complete example"."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    """The export command and the params fragment of docs/own-data.md's "A complete example"."""
+    section = (ROOT / "docs/own-data.md").read_text()
     example = section.split("**A complete example**", 1)[1]
     blocks = re.findall(r"```(\w*)\n(.*?)```", example, re.S)
     command = next(body for lang, body in blocks if lang == "sh").strip()
