@@ -212,7 +212,8 @@ class _Items:
         self.shift = self.x @ m  # (x - mean) . mean
         self.offset = self.shift + (m * m).sum()  # x . x' = (x - mean) . (x' - mean) + shift + shift' + |mean|^2
         nonzero = norms > 0
-        inverse = np.divide(1.0, norms, out=np.zeros(n), where=nonzero)  # 0 for a zero row: it stays zero
+        inverse = np.zeros(n)  # 0 for a zero row: it stays zero (written before the divide, which skips it)
+        np.divide(1.0, norms, out=inverse, where=nonzero)
         self.inverse_norm = torch.from_numpy(inverse.astype(np.float32)).to(device)
         self.zero_row = torch.from_numpy((~nonzero).astype(np.float32) * 0.5).to(device)  # see `distances`
         self.unit = None

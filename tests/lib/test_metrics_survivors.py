@@ -42,7 +42,7 @@ def test_the_kmeans_seed_reaches_the_clustering():
     x = np.concatenate([rng.normal(c, 1.5, size=(40, 2)) for c in ((0, 0), (2, 0), (0, 2), (2, 2))])
     labels = np.repeat(np.arange(4), 40)
     runs = [clustering_scores(x, labels, n_init=1, seed=s) for s in range(8)]
-    assert clustering_scores(x, labels, n_init=1, seed=3) == runs[3]
+    assert [clustering_scores(x, labels, n_init=1, seed=s) for s in range(8)] == runs  # each seed, again
     assert len({r["kmeans_acc"] for r in runs}) > 1
 
 
@@ -168,3 +168,45 @@ def test_the_documented_defaults_and_a_search_block_left_as_it_was():
     before = products.clone()
     items.distances("euclidean", products, 0, 24)  # `reuse` not asked for: the block stays as it was
     assert torch.equal(products, before)
+
+
+def test_kmeans_clusters_float64_whatever_the_embeddings_dtype(monkeypatch):
+    # The embeddings arrive as float32; K-means runs on a float64 copy (float32 K-means can end in
+    # other clusters, moving the reported accuracy), on each path: a copy, the caller's own array
+    # given up (`overwrite`), and both views of `evaluate_embeddings`.
+    seen = []
+
+    class Watched(metrics.KMeans):
+        def fit(self, X, y=None, sample_weight=None):
+            seen.append(X.dtype)
+            return super().fit(X, y, sample_weight)
+
+    monkeypatch.setattr(metrics, "KMeans", Watched)
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(3), 10)
+    x = (rng.normal(size=(30, 4)) + 4 * rng.normal(size=(3, 4))[labels]).astype(np.float32)
+    copy = metrics.kmeans_clusters(x, 3, n_init=1, seed=0)
+    given = metrics.kmeans_clusters(x.copy(), 3, n_init=1, seed=0, overwrite=True)
+    evaluate_embeddings(x, labels, n_init=1, seed=0, kmeans_repeats=2, knn_k=3, bootstrap_resamples=10)
+    assert seen == [np.dtype(np.float64)] * len(seen) and len(seen) == 2 + 2 + 2  # both views, two single starts
+    np.testing.assert_array_equal(copy, given)
+
+
+@pytest.mark.parametrize("lengths", ["alike", "spread"])
+def test_rows_beyond_the_first_chunks_are_searched_too(lengths):
+    # The embeddings are centred (and, for rows far shorter than the mean, normalised) in chunks of
+    # 2**22 / D rows: with D = 2**19 that is 8 rows, so 20 rows take three chunks and every one of
+    # them must reach the search (a loop over too few chunks leaves rows unwritten).
+    rng = np.random.default_rng(5)
+    y = np.arange(20) % 4
+    x = rng.normal(size=(4, 6))[y] + 0.3 * rng.normal(size=(20, 6))
+    x = x @ rng.normal(size=(6, 2**19)) / 2**9.5 + 0.5
+    if lengths == "spread":
+        x *= np.exp(rng.uniform(-5, 1, size=(20, 1)))
+    assert (metrics._Items(x, torch.device("cpu")).unit is not None) == (lengths == "spread")
+    searched = retrieval_by_distance(x, y, knn_k=3, distances=("euclidean", "cosine", "euclidean_l2"))
+    gram = x @ x.T
+    squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
+    assert searched["euclidean"] == pytest.approx(ranked(squared, y, 3), abs=1e-12)
+    assert searched["cosine"] == pytest.approx(ranked(angle_distances(x, 1.0, 1.0), y, 3), abs=1e-12)
+    assert searched["euclidean_l2"] == searched["cosine"]  # no zero rows: the same order
