@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import shutil
@@ -127,7 +128,7 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
     start, cpu = time.monotonic(), _children_cpu()
     with log.open("w") as out:
         code = subprocess.call([str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(children),
-                                *patterns], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+                                *patterns], cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=_one_thread_each())
     seconds, cpu = time.monotonic() - start, _children_cpu() - cpu
     for meta, old in kept.items():
         new = json.loads(meta.read_text())
@@ -140,6 +141,16 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
                                                          "date": date.today().isoformat(), "children": children}))
     print(f"{group}: mutmut exited {code} after {seconds / 60:.1f} min, {cpu / 60:.1f} CPU min "
           f"(log: {log.relative_to(ROOT)})", flush=True)
+
+
+def _one_thread_each() -> dict[str, str]:
+    """The environment for mutmut: `--children` mutants run at once, each test process on one
+    thread (torch, BLAS and OpenMP would otherwise each start one thread per core in every one of
+    them, and the tests' small arrays gain nothing from it). A value you set yourself is kept."""
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env.setdefault(name, "1")
+    return env
 
 
 def _children_cpu() -> float:
