@@ -53,8 +53,10 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "tests/lib/test_triplet_batched.py", "tests/lib/test_params_rules.py",  # the rules test the checks
          "-k", f"not one_epoch_of_fit and not one_batched_forward and not nothing_random and not {SOURCE_SCAN}"],
     ),
-    "data": (
-        ["stages/split.py", "stages/train.py"], None,
+    "data": (  # the data selection only: not the stages' entry points nor `_train`'s metadata, logs and files
+        ["stages/split.py", "stages/train.py"],
+        [f"stages.{name}*" for name in ("split.x_generated_tables", "split.x_list_checks", "train.x_training_data",
+                                         "train.x_training_tables", "train.x_decoded_splits", "train.x__negatives")],
         ["tests/stages/test_data_path.py", "tests/stages/test_split_shots.py",
          "tests/stages/test_annotations.py::test_generated_split_sizes_test_like_the_study",
          # a CSV's own split column, and the refusals that name your own dataset's folder
@@ -213,7 +215,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="delete earlier results first")
     parser.add_argument("--summary", action="store_true", help="only print the summary of the last run")
     parser.add_argument("--survivors", action="store_true", help="test again only the last run's survivors")
-    parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--children", type=int, default=(os.cpu_count() or 1) + 1,
+                        help="mutants tested at once (default: the cores + 1, which keeps every core busy while "
+                             "mutmut forks the next)")
     args = parser.parse_args()
     groups = args.groups or list(GROUPS)
     unknown = sorted(set(groups) - set(GROUPS))
