@@ -37,8 +37,11 @@ def test_every_stage_yaml_entry_has_a_module():
 
 
 def test_stage_chain_on_synthetic_every_method_two_seeds(tmp_path):
+    from safetensors import safe_open
+
     from stages import check, decode, download, embed, evaluate, pictures, report, split, train, umap, weights
     from stages.lib.methods import METHODS
+    from stages.lib.methods.base import Method
 
     methods = METHODS.names()
     p = str(write_params(tmp_path / "params.yaml", tiny_params(methods=methods, seeds=[0, 1])))
@@ -62,6 +65,9 @@ def test_stage_chain_on_synthetic_every_method_two_seeds(tmp_path):
                 "--decoded", f"{d}/decoded.npy", "--weights", f"{d}/pretrained", "--out", f"{d}/models/{run_dir}",
                 "--curve", f"{d}/curves/synthetic/{run_dir}.csv",
             ])
+            with safe_open(f"{d}/models/{run_dir}/model.safetensors", "pt") as saved:  # a trained head is kept
+                heads = [k for k in saved.keys() if k.startswith("head.")]
+            assert bool(heads) == (METHODS.get(method).head is not Method.head), (method, heads)
             embed.main([
                 "--params", p, "--model", f"{d}/models/{run_dir}", "--splits", f"{d}/splits",
                 "--decoded", f"{d}/decoded.npy", "--out", f"{d}/emb/{run_dir}.npz",
