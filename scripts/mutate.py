@@ -20,6 +20,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutate"
 COPIED = ("stages", "tests", "params.yaml", "dvc.yaml")
+UNFINISHED = "UNFINISHED"  # in a group's folder while its run has not ended: its results are incomplete
 
 # It reads the rules from the source, which mutmut rewrites (every mutant is a copy of its function).
 SOURCE_SCAN = "test_every_rule_has_a_rejecting_case"
@@ -128,9 +130,11 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
     folder = prepare(group, fresh and not survivors)
     log = WORK / f"{group}.log"
     start, cpu = time.monotonic(), _children_cpu()
+    unfinished = folder / UNFINISHED
+    unfinished.write_text(f"`make mutate` was stopped during this group's run; run `make mutate GROUPS={group}`\n")
     with log.open("w") as out:
-        code = subprocess.call([str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(children),
-                                *patterns], cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=_one_thread_each())
+        code = _mutmut([str(Path(sys.executable).parent / "mutmut"), "run", "--max-children", str(children),
+                        *patterns], folder, out)
     seconds, cpu = time.monotonic() - start, _children_cpu() - cpu
     for meta, old in kept.items():
         new = json.loads(meta.read_text())
@@ -141,8 +145,30 @@ def run(group: str, fresh: bool, children: int, survivors: bool = False) -> None
     if not survivors:  # the timing of a whole group's run
         (folder / "timing.json").write_text(json.dumps({"seconds": round(seconds), "cpu_seconds": round(cpu),
                                                          "date": date.today().isoformat(), "children": children}))
+    unfinished.unlink()
     print(f"{group}: mutmut exited {code} after {seconds / 60:.1f} min, {cpu / 60:.1f} CPU min "
           f"(log: {log.relative_to(ROOT)})", flush=True)
+
+
+def _mutmut(command: list[str], folder: Path, out) -> int:
+    """Run mutmut in a session of its own, so that Ctrl-C reaches this script only, which then ends
+    every process of the run (mutmut, its fork server, the tests: SIGTERM, then SIGKILL after 10 s)
+    before KeyboardInterrupt goes on; the group is left marked unfinished (see `run`)."""
+    process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=_one_thread_each(),
+                               start_new_session=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+                process.wait(timeout=10)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
 
 
 def _one_thread_each() -> dict[str, str]:
@@ -188,6 +214,10 @@ def summary(groups: list[str]) -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     survivors = []
     for group in groups:
+        if (WORK / group / UNFINISHED).exists():
+            print(f"| {group} | stopped before the end, incomplete: run `make mutate GROUPS={group}` again "
+                  "| | | | | | | | | |")
+            continue
         status = results(group)
         timing_file = WORK / group / "timing.json"
         timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
@@ -225,7 +255,14 @@ def main() -> None:
         parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     if not args.summary:
         for group in groups:
-            run(group, args.fresh, args.children, args.survivors)
+            try:
+                run(group, args.fresh, args.children, args.survivors)
+            except KeyboardInterrupt:
+                rest = " ".join(groups[groups.index(group):])
+                print(f"make mutate: stopped during the {group} group, whose results are now incomplete "
+                      f"(build/mutate/{group}); the groups before it are complete. "
+                      f'Run `make mutate GROUPS="{rest}"` to finish.', file=sys.stderr)
+                sys.exit(130)
     summary(groups)
 
 
