@@ -245,8 +245,8 @@ def test_no_block_holds_n_by_n_and_every_query_is_searched_once(monkeypatch):
     shapes = []
     products = metrics._Items.products
 
-    def spy(self, lo, hi):
-        out = products(self, lo, hi)
+    def spy(self, lo, hi, out=None):
+        out = products(self, lo, hi, out)
         shapes.append((lo, hi, tuple(out.shape)))
         return out
 

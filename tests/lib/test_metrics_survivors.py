@@ -196,11 +196,14 @@ def test_kmeans_clusters_float64_whatever_the_embeddings_dtype(monkeypatch):
 def test_rows_beyond_the_first_chunks_are_searched_too(lengths):
     # The embeddings are centred (and, for rows far shorter than the mean, normalised) in chunks of
     # 2**22 / D rows: with D = 2**19 that is 8 rows, so 20 rows take three chunks and every one of
-    # them must reach the search (a loop over too few chunks leaves rows unwritten).
+    # them must reach the search (a loop over too few chunks leaves rows unwritten). The data ranks
+    # the same in float32 as in float64: every row's nearest others are at least 10 times their
+    # float32 error apart, and its cosines 8 times (an offset of 0.5 made every row almost parallel
+    # to it: cosines 1e-7 apart, ranked by the BLAS's rounding).
     rng = np.random.default_rng(5)
     y = np.arange(20) % 4
     x = rng.normal(size=(4, 6))[y] + 0.3 * rng.normal(size=(20, 6))
-    x = x @ rng.normal(size=(6, 2**19)) / 2**9.5 + 0.5
+    x = x @ rng.normal(size=(6, 2**19)) / 2**9.5 + 0.003  # an offset as long as the rest: a mean to centre
     if lengths == "spread":
         x *= np.exp(rng.uniform(-5, 1, size=(20, 1)))
     assert (metrics._Items(x, torch.device("cpu")).unit is not None) == (lengths == "spread")
