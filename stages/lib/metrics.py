@@ -261,14 +261,19 @@ class _Items:
         return out
 
 
+# The search's block product on the CPU through numpy's BLAS (`_matmul`); False: torch's, as on
+# a GPU (the tests run the GPU's product code on the CPU this way).
+NUMPY_PRODUCT_ON_CPU = True
+
+
 def _matmul(queries: torch.Tensor, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """queries @ items.T (float32), into `out` if given. On the CPU through numpy's BLAS: numpy's
     wheels bring OpenBLAS, whose float32 product ran 1.45 times as fast as torch's MKL on this
     project's AMD CPU (a 223 x 768 by 768 x 100,000 block: 195 ms against 284 ms, 2 threads),
-    and it is two thirds of the search's time; on a GPU, torch's."""
+    and it is half of the search's time; on a GPU, torch's."""
     if out is None:
         out = torch.empty((len(queries), len(items)), dtype=torch.float32, device=queries.device)
-    if queries.device.type == "cpu":
+    if queries.device.type == "cpu" and NUMPY_PRODUCT_ON_CPU:
         np.matmul(queries.numpy(), items.numpy().T, out=out.numpy())
     else:
         torch.mm(queries, items.T, out=out)

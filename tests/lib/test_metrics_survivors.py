@@ -213,3 +213,94 @@ def test_rows_beyond_the_first_chunks_are_searched_too(lengths):
     assert searched["euclidean"] == pytest.approx(ranked(squared, y, 3), abs=1e-12)
     assert searched["cosine"] == pytest.approx(ranked(angle_distances(x, 1.0, 1.0), y, 3), abs=1e-12)
     assert searched["euclidean_l2"] == searched["cosine"]  # no zero rows: the same order
+
+
+def separated(lengths: str, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 blobs in 6 overlapping classes, off the origin; `spread`: every 7th row 100 times
+    shorter (the angles then come from the normalised copy, `_Items.unit`). Chosen so that every
+    product ranks them alike: in every row, consecutive squared distances are at least 94 (alike)
+    and 6.9 (spread) times the row's float32 error apart, and consecutive cosines 2.4e-6 apart
+    (float32 cosines of 16 dimensions are off by about 2e-7)."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 6
+    x = rng.normal(size=(6, 16))[y] + rng.normal(size=(n, 16)) + 2.0
+    if lengths == "spread":
+        x[::7] *= 0.01
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("lengths", ["alike", "spread"])
+@pytest.mark.parametrize("distances", [("euclidean",), ("euclidean", "euclidean_l2"), ("euclidean", "cosine", "euclidean_l2")])
+def test_every_block_is_written_into_the_buffers_allocated_once(monkeypatch, lengths, distances):
+    # The search allocates its rows x N blocks once, one for the products and one more when it
+    # ranks more than one way, and every block's product and distances are written into them:
+    # a new block per step is fresh memory from the system each time (page faults as costly as
+    # the distances). Mutants that drop an `out=` still give the right numbers, so this checks
+    # where each block lands.
+    x, y = separated(lengths)
+    assert (metrics._Items(x, torch.device("cpu")).unit is not None) == (lengths == "spread")
+    n, rows = len(x), 6
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 12 * n * rows)  # 8 blocks
+    allocated, written = [], []
+    empty, matmul, distances_of = torch.empty, metrics._matmul, metrics._Items.distances
+
+    def counting_empty(*shape, **kwargs):
+        out = empty(*shape, **kwargs)
+        if tuple(out.shape) == (rows, n):
+            allocated.append(out.data_ptr())
+        return out
+
+    def products_into(queries, items, out=None):
+        assert out is not None  # never a block of its own
+        return matmul(queries, items, out)
+
+    def distances_into(self, *args, **kwargs):
+        out = distances_of(self, *args, **kwargs)
+        written.append(out.data_ptr())
+        return out
+
+    monkeypatch.setattr(torch, "empty", counting_empty)
+    monkeypatch.setattr(metrics, "_matmul", products_into)
+    monkeypatch.setattr(metrics._Items, "distances", distances_into)
+    scores = retrieval_by_distance(x, y, knn_k=5, distances=distances)
+    assert len(allocated) == min(2, len(distances))
+    assert len(written) == 8 * len(distances) and set(written) == set(allocated)
+    monkeypatch.undo()  # one block: the same numbers
+    whole = retrieval_by_distance(x, y, knn_k=5, distances=distances)
+    assert all(scores[d] == pytest.approx(whole[d], abs=1e-12) for d in distances)
+
+
+@pytest.mark.parametrize("lengths", ["alike", "spread"])
+def test_the_cpu_product_is_numpys_and_torchs_the_gpus_gives_the_same_numbers(monkeypatch, lengths):
+    # On the CPU the block product goes through numpy's BLAS (faster here than torch's); on a GPU
+    # through torch's `mm`, which `NUMPY_PRODUCT_ON_CPU = False` runs on the CPU: the same
+    # numbers as numpy's product and as the brute-force ranking of the whole matrix.
+    x, y = separated(lengths)
+    calls = {"numpy": 0, "torch": 0}
+    np_matmul, torch_mm = np.matmul, torch.mm
+
+    def numpy_product(*args, **kwargs):
+        calls["numpy"] += 1
+        return np_matmul(*args, **kwargs)
+
+    def torch_product(*args, **kwargs):
+        calls["torch"] += 1
+        return torch_mm(*args, **kwargs)
+
+    monkeypatch.setattr(np, "matmul", numpy_product)
+    monkeypatch.setattr(torch, "mm", torch_product)
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: 12 * len(x) * 6)  # 8 blocks
+    rankings = ("euclidean", "cosine", "euclidean_l2")
+    by_numpy = retrieval_by_distance(x, y, knn_k=5, distances=rankings)
+    assert calls == {"numpy": 8 * (1 + 2 * (lengths == "spread")), "torch": 0}  # the angles: normalised copy
+    monkeypatch.setattr(metrics, "NUMPY_PRODUCT_ON_CPU", False)
+    calls.update(numpy=0)
+    by_torch = retrieval_by_distance(x, y, knn_k=5, distances=rankings)
+    assert calls == {"numpy": 0, "torch": 8 * (1 + 2 * (lengths == "spread"))}
+    assert all(by_torch[d] == pytest.approx(by_numpy[d], abs=1e-12) for d in rankings)
+    x = x.astype(np.float64)
+    gram = x @ x.T
+    squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
+    assert by_torch["euclidean"] == pytest.approx(ranked(squared, y, 5), abs=1e-12)
+    assert by_torch["cosine"] == pytest.approx(ranked(angle_distances(x, 1.0, 1.0), y, 5), abs=1e-12)
+    assert 0.4 < by_torch["euclidean"]["map_at_r"] < 0.9  # not a ranking that anything gets right
