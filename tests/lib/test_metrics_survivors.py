@@ -230,7 +230,7 @@ def separated(lengths: str, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("lengths", ["alike", "spread"])
-@pytest.mark.parametrize("distances", [("euclidean",), ("euclidean", "euclidean_l2"), ("euclidean", "cosine", "euclidean_l2")])
+@pytest.mark.parametrize("distances", [("euclidean",), ("euclidean", "euclidean_l2"), RANKINGS])
 def test_every_block_is_written_into_the_buffers_allocated_once(monkeypatch, lengths, distances):
     # The search allocates its rows x N blocks once, one for the products and one more when it
     # ranks more than one way, and every block's product and distances are written into them:
