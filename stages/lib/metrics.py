@@ -160,9 +160,8 @@ def retrieval_by_distance(
         query_labels = y[lo:hi]
         others = counts[torch.searchsorted(classes, query_labels)] - 1  # R: the query's class's other items
         for name, total in sums.items():
-            reuse = name == last
-            out = None if reuse else spare[: hi - lo]
-            order = _nearest(items.distances(name, products, lo, hi, reuse=reuse, out=out), lo, k)
+            out = products if name == last else spare[: hi - lo]  # the last ranking overwrites the products
+            order = _nearest(items.distances(name, products, lo, hi, out=out), lo, k)
             neighbour_labels = y[order]
             total[:3] += _block_precisions(neighbour_labels, query_labels, others)
             predicted = knn_vote(neighbour_labels[:, :votes].cpu().numpy())
@@ -235,25 +234,21 @@ class _Items:
         return _matmul(self.x[lo:hi], self.x, out)
 
     def distances(
-        self, name: str, products: torch.Tensor, lo: int, hi: int, reuse: bool = False,
-        out: torch.Tensor | None = None,
+        self, name: str, products: torch.Tensor, lo: int, hi: int, out: torch.Tensor | None = None
     ) -> torch.Tensor:
         """What is ranked along each query's row, smaller nearer, leaving out what is the same along
         a row: for `euclidean` |x_j|^2 - 2 x_i . x_j (the squared distance less |x_i|^2); for
         `cosine` minus the cosine similarity of the raw (uncentred) embeddings (0 with a zero row);
         for `euclidean_l2` half the squared distance of the L2-normalised embeddings less a half,
         which is minus the cosine between non-zero rows, and less a half again to a zero row (on
-        the unit sphere a zero row is nearer than any unit vector). `reuse`: computed in
-        `products` (no longer needed), not in a new block; `out`: otherwise written into this block
-        (of `products`' shape), not a new one."""
+        the unit sphere a zero row is nearer than any unit vector). `out`: the block written into
+        (of `products`' shape; `products` itself when no longer needed), else a new one."""
         if name == "euclidean":
-            if reuse:
-                return products.mul_(-2).add_(self.squares[None, :])
             return torch.add(self.squares[None, :], products, alpha=-2, out=out)
         if self.unit is not None:
-            out = _matmul(self.unit[lo:hi], self.unit, products if reuse else out)
+            out = _matmul(self.unit[lo:hi], self.unit, out)
         else:
-            out = products.add_(self.shift[None, :]) if reuse else torch.add(products, self.shift[None, :], out=out)
+            out = torch.add(products, self.shift[None, :], out=out)
             out.add_(self.offset[lo:hi, None]).mul_(self.inverse_norm[lo:hi, None]).mul_(self.inverse_norm[None, :])
         out.neg_()
         if name == "euclidean_l2" and bool(self.zero_row.any()):

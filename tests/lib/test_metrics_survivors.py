@@ -166,7 +166,7 @@ def test_the_documented_defaults_and_a_search_block_left_as_it_was():
     items = metrics._Items(x, torch.device("cpu"))
     products = items.products(0, 24)
     before = products.clone()
-    items.distances("euclidean", products, 0, 24)  # `reuse` not asked for: the block stays as it was
+    items.distances("euclidean", products, 0, 24)  # no `out`: the block stays as it was
     assert torch.equal(products, before)
 
 
