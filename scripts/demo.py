@@ -217,9 +217,7 @@ def main(argv: list[str]) -> int:
     if code != 0:
         raise DemoError("the demo pipeline failed (see above); `dvc exp apply demo` brings back the last complete "
                         "demo, if there was one")
-    # data/sources is not cached (links to your data) and not yet in git: the experiment's commit takes it
-    subprocess.run(["dvc", "exp", "save", "--force", "--name", name, "--include-untracked", "data/sources"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["dvc", "exp", "save", "--force", "--name", name], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["dvc", "plots", "show", "--out", "dvc_plots"], cwd=ROOT, capture_output=True)
     minutes = (time.monotonic() - start) / 60
 

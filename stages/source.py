@@ -8,7 +8,9 @@ DVC a path that is a param: `dvc.yaml` cannot look `sources.<name>.folder` up pe
 (no nested `${...}`), and a stage marked `always_changed` would run every time.
 A registered dataset gets a small fixed note instead (its download stage fetches it).
 `source.json` records what was linked. The folder is replaced whole; links are removed, never
-followed, when it is.
+followed, when it is. It is neither cached by DVC (that would copy your images) nor seen by git
+(`.gitignore`): `dvc exp run` commits every file git does not ignore, and would store the files
+behind a link, so your images would reach every experiment's commit and a git remote.
 """
 
 from __future__ import annotations
