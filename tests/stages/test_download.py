@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from stages import download, weights
-from stages.lib import fetch
+from stages.lib.fetch import downloads
 from tests.helpers import write_params
 from tests.stages import study_data as sd
 
@@ -109,7 +109,7 @@ def test_wrong_checksum(study, tmp_path, capsys):
 
 def test_truncated_transfer(study, tmp_path, capsys, monkeypatch):
     server, params = study
-    monkeypatch.setattr(fetch.time, "sleep", lambda s: None)  # the retries' back-off
+    monkeypatch.setattr(downloads.time, "sleep", lambda s: None)  # the retries' back-off
     params["sources"]["defungi"]["url"] = server.url("/truncated/uci/defungi.zip")
     message = _fails(capsys, _run_download, tmp_path, params, "defungi")
     assert "truncated" in message and "/truncated/uci/defungi.zip" in message and "re-run" in message
