@@ -63,7 +63,7 @@ def _make_zip(path: Path, files: dict[str, bytes] = FILES, **kwargs) -> Path:
         (".tar.xz", "w:xz"),
     ],
 )
-def test_extract_tar(tmp_path, suffix, mode):
+def test_a_tar_of_any_compression_extracts_every_file(tmp_path, suffix, mode):
     archive = _make_tar(tmp_path / f"a{suffix}", mode)
     dest = tmp_path / "out" / "x"
     names = extract(archive, dest)
@@ -73,7 +73,7 @@ def test_extract_tar(tmp_path, suffix, mode):
     assert sorted(p.name for p in dest.parent.iterdir()) == ["x"]  # no temporary left over
 
 
-def test_extract_zip(tmp_path):
+def test_a_zip_extracts_every_file_and_folder(tmp_path):
     archive = _make_zip(tmp_path / "a.zip", compression=zipfile.ZIP_DEFLATED)
     dest = tmp_path / "out"
     assert extract(archive, dest) == sorted(FILES)
@@ -196,7 +196,7 @@ def _existing(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("existing", [False, True])
-def test_extract_truncated_tar_gz(tmp_path, existing):
+def test_a_truncated_tar_gz_is_refused_and_the_old_folder_kept(tmp_path, existing):
     files = {"a.bin": random.Random(2).randbytes(200_000), "b.bin": BLOB[:100_000]}
     full = _make_tar(tmp_path / "full.tar.gz", files=files).read_bytes()
     archive = tmp_path / "cut.tar.gz"
@@ -225,7 +225,7 @@ def test_extract_plain_tar_cut_at_a_member_boundary(tmp_path):
 
 
 @pytest.mark.parametrize("existing", [False, True])
-def test_extract_corrupted_zip(tmp_path, existing):
+def test_a_corrupted_zip_is_refused_and_the_old_folder_kept(tmp_path, existing):
     payload = b"0123456789abcdef" * 4096
     good = _make_zip(tmp_path / "good.zip", files={"x/payload.bin": payload}).read_bytes()
     at = good.index(payload) + 1000
@@ -244,7 +244,7 @@ def test_extract_corrupted_zip(tmp_path, existing):
     )
 
 
-def test_extract_not_an_archive(tmp_path):
+def test_a_file_that_is_no_archive_is_refused(tmp_path):
     archive = tmp_path / "page.zip"
     archive.write_text("<html>Not found</html>")
     with pytest.raises(PipelineError, match="not a zip or tar archive"):

@@ -47,14 +47,14 @@ def _fast(**kwargs):
     return {"retries": 3, "backoff": 0.0, "timeout": 5.0, **kwargs}
 
 
-def test_file_digest(tmp_path):
+def test_file_digest_is_the_md5_or_sha256_of_the_bytes(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(BLOB)
     assert file_digest(path, "md5") == BLOB_MD5
     assert file_digest(path, "sha256") == BLOB_SHA256
 
 
-def test_clean_download_then_skip(server, tmp_path):
+def test_a_verified_download_is_not_downloaded_again(server, tmp_path):
     dest = tmp_path / "sub" / "file.bin"
     result = download(server.url("/file.bin"), dest, sha256=BLOB_SHA256, **_fast())
     assert result == {
@@ -82,7 +82,7 @@ def test_existing_dest_with_wrong_checksum_is_downloaded_again(server, tmp_path)
     assert server.hits("/file.bin") == 1
 
 
-def test_resume_from_part(server, tmp_path):
+def test_a_partial_download_is_resumed_with_a_range_request(server, tmp_path):
     dest = tmp_path / "file.bin"
     half = len(BLOB) // 2
     _part(dest).write_bytes(BLOB[:half])
@@ -113,7 +113,7 @@ def test_416_restarts_from_zero(server, tmp_path):
     assert not _part(dest).exists()
 
 
-def test_500_twice_then_ok(server, tmp_path):
+def test_server_errors_are_retried_until_the_download_succeeds(server, tmp_path):
     dest = tmp_path / "file.bin"
     result = download(server.url("/flaky500"), dest, sha256=BLOB_SHA256, **_fast(retries=3))
     assert server.hits("/flaky500") == 3
@@ -147,7 +147,7 @@ def test_404_is_not_retried(server, tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", ["md5", "sha256"])
-def test_wrong_checksum(server, tmp_path, algorithm):
+def test_a_wrong_checksum_deletes_the_download_and_names_both_digests(server, tmp_path, algorithm):
     dest = tmp_path / "file.bin"
     expected = {"md5": BLOB_MD5, "sha256": BLOB_SHA256}[algorithm]
     actual = hashlib.new(algorithm, OTHER).hexdigest()

@@ -18,7 +18,7 @@ def _fake_gdown(monkeypatch, download_folder) -> None:
     monkeypatch.setitem(sys.modules, "gdown", module)
 
 
-def test_drive_folder_success(tmp_path, monkeypatch):
+def test_a_drive_folder_arrives_whole(tmp_path, monkeypatch):
     calls = []
 
     def download_folder(**kwargs):
@@ -37,7 +37,7 @@ def test_drive_folder_success(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations"]
 
 
-def test_drive_folder_failure(tmp_path, monkeypatch):
+def test_a_failed_drive_download_leaves_nothing(tmp_path, monkeypatch):
     def download_folder(**kwargs):
         (Path(kwargs["output"]) / "half.csv").write_text("partial")
         raise RuntimeError("Too many users have viewed or downloaded this file recently")
@@ -50,7 +50,7 @@ def test_drive_folder_failure(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_drive_folder_returns_none(tmp_path, monkeypatch):
+def test_a_drive_download_that_gets_nothing_leaves_nothing(tmp_path, monkeypatch):
     _fake_gdown(monkeypatch, lambda **kwargs: None)
     dest = tmp_path / "annotations"
     with pytest.raises(PipelineError, match=r"sources.annotations.url"):
@@ -58,7 +58,7 @@ def test_drive_folder_returns_none(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_drive_folder_without_gdown(tmp_path, monkeypatch):
+def test_without_gdown_the_error_says_to_install_it_or_use_an_archive(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gdown", None)  # makes `import gdown` fail
     dest = tmp_path / "annotations"
     with pytest.raises(PipelineError, match=r"gdown.*not installed.*sources.annotations.url"):
