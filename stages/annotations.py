@@ -9,7 +9,6 @@ from, their sha256). With `split.source: generated` nothing is downloaded: the f
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from stages.lib import cli
 from stages.lib.atomic import atomic_dir, write_json
 from stages.lib.errors import PipelineError, stage_main
+from stages.lib.files import visible
 from stages.lib.params import AnnotationsSource
 
 log = logging.getLogger("stages.annotations")
@@ -33,8 +33,7 @@ def collect(root: Path, origin: str) -> dict[str, Path]:
 
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).parts
-        if not path.is_file() or any(part.startswith((".", "__MACOSX")) for part in rel):
+        if not path.is_file() or not visible(path, root):
             continue
         if not is_annotation_file(path.name):
             continue
@@ -54,7 +53,9 @@ def collect(root: Path, origin: str) -> dict[str, Path]:
 
 def fetch(source: AnnotationsSource, work: Path, cache: Path) -> tuple[Path, dict]:
     """Download the annotation files under `work`; returns (their folder, a description of the source)."""
-    from stages.lib.fetch import download, download_drive_folder, extract
+    from stages.lib.fetch.archives import extract
+    from stages.lib.fetch.downloads import download
+    from stages.lib.fetch.drive import download_drive_folder
 
     if source.url is None:
         download_drive_folder(source.drive_folder, work / "drive")
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, required=True, help="folder kept between runs for the archive")
     args = p.parse_args(argv)
     from stages.lib.annotations import SOURCE_FILE, UNUSED_FILE  # imported only now: `--help` answers at once
+    from stages.lib.fetch.checksums import file_digest
 
     params = cli.params_of(args)
     with atomic_dir(args.out) as tmp:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             files = collect(folder, source.url or f"Google Drive folder {source.drive_folder}")
             for name, path in files.items():
                 shutil.copyfile(path, tmp / name)
-        checksums = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in sorted(files)}
+        checksums = {name: file_digest(tmp / name, "sha256") for name in sorted(files)}
         write_json(tmp / SOURCE_FILE, {**origin, "files": checksums})
     log.info("annotations: %d files -> %s", len(files), args.out)
 

@@ -14,23 +14,13 @@ import logging
 from pathlib import Path
 
 from stages.lib import cli
+from stages.lib.atomic import rounded
 from stages.lib.errors import PipelineError, stage_main
 
 log = logging.getLogger("stages.evaluate")
 
 PREDICTION_COLUMNS = ["row", "path", "label", "cluster", "predicted", "correct", "cluster_l2", "predicted_l2",
                       "correct_l2"]
-
-
-def rounded(value):
-    """Floats rounded to 6 decimals, inside lists and dicts too (stable, readable JSON)."""
-    if isinstance(value, float):
-        return round(value, 6)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
 
 
 @stage_main

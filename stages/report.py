@@ -7,6 +7,9 @@ same on L2-normalised embeddings, the leak counts, the study's number where the 
 with it, and paired bootstrap comparisons of each method with the baseline on the same test
 images), `report/summary.md`, and into the plots folder a chart of K-means accuracy with its
 intervals, a grid of the UMAP pictures and the training curves of every run overlaid per dataset.
+
+This stage reads the files and writes the markdown; the numbers are computed in
+`stages.lib.summary`, the figures drawn in `stages.lib.report_figures`.
 """
 
 from __future__ import annotations
@@ -14,41 +17,33 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from stages.lib import cli
 from stages.lib.atomic import write_json, write_text
 from stages.lib.errors import PipelineError, stage_main
-from stages.lib.leaks import LEAK_KEYS, is_clean
-from stages.lib.published import incomparable, published
-from stages.lib.stats import accuracy_ci, paired_difference, summarise
+from stages.lib.leaks import is_clean
+from stages.lib.summary import (
+    METRICS,
+    PERCENT,
+    DatasetSummary,
+    MethodSummary,
+    Run,
+    ViewStats,
+    summarise_runs,
+    summary_json,
+    verdict,
+)
 
-if TYPE_CHECKING:
-    import pandas as pd
-# pandas and matplotlib (stages.lib.plotting) are imported where they are used, so that
+# pandas and matplotlib (stages.lib.report_figures) are imported where they are used, so that
 # `python -m stages.report --help` answers at once.
 
 log = logging.getLogger("stages.report")
 
-# Metrics in the table, in order, with their headings.
-METRICS = {
-    "kmeans_acc": "K-means acc",
-    "nmi": "NMI",
-    "ari": "ARI",
-    "precision_at_1": "P@1",
-    "map_at_r": "MAP@R",
-    "knn_acc": "k-NN acc",
-}
-PERCENT = {"kmeans_acc", "precision_at_1", "map_at_r", "knn_acc"}
-VIEWS = {"": "raw embeddings", "l2": "L2-normalised embeddings"}
-
 
 def read_runs(
     metrics_dir: Path, predictions_dir: Path, datasets: list[str], methods: list[str], seeds: list[int]
-) -> list[dict]:
-    """One record per dataset x method x seed: its metrics JSON and its per-image predictions."""
+) -> list[Run]:
+    """One `Run` per dataset x method x seed: its metrics JSON and its per-image predictions."""
     import pandas as pd
 
     runs = []
@@ -72,122 +67,36 @@ def read_runs(
                     raise PipelineError(f"{table} not found; run the evaluate stage first (dvc repro)") from None
                 except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
                     raise PipelineError(f"{table} is corrupt ({exc}); re-run the evaluate stage") from None
-                runs.append({"dataset": dataset, "method": method, "seed": seed, "scores": scores,
-                             "predictions": predictions})
+                runs.append(Run(dataset, method, seed, scores, predictions))
     return runs
 
 
-def baseline_of(methods: list[str]) -> str:
-    """The method every other is compared with: classification where it runs, else the first."""
-    return "classification" if "classification" in methods else methods[0]
+def read_curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int]) -> dict:
+    """The loss curve of every run of `dataset`, `[method][seed]`: a table, or None for a run that
+    did not train (an empty curve)."""
+    import pandas as pd
+
+    tables: dict = {}
+    for method in methods:
+        for seed in seeds:
+            path = curve_dir / dataset / method / f"seed{seed}.csv"
+            try:
+                table = pd.read_csv(path)
+            except FileNotFoundError:
+                raise PipelineError(f"{path} not found; run the train stage first (dvc repro)") from None
+            except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                raise PipelineError(f"{path} is corrupt ({exc}); re-run the train stage") from None
+            tables.setdefault(method, {})[seed] = table if len(table) else None
+    return tables
 
 
-def _correct(runs: list[dict], view: str) -> np.ndarray:
-    """Seeds x images matrix of per-image right (1) / wrong (0), in seed order."""
-    column = "correct_l2" if view == "l2" else "correct"
-    return np.stack([r["predictions"][column].to_numpy(dtype=float) for r in runs])
-
-
-def _view_stats(runs: list[dict], view: str, resamples: int, seed: int) -> dict:
-    """Mean over seeds of each metric (and its seed spread), and the bootstrap CI of K-means accuracy."""
-    out: dict = {}
-    for metric in METRICS:
-        values = [(r["scores"]["l2"] if view == "l2" else r["scores"])[metric] for r in runs]
-        s = summarise(values)
-        out[metric] = s["mean"]
-        if s["std"] is not None:
-            out[f"{metric}_seed_std"] = s["std"]
-    out["kmeans_acc_ci95"] = accuracy_ci(_correct(runs, view), resamples=resamples, seed=seed)
-    return out
-
-
-def verdict(sign: int, method: str, base: str) -> str:
-    if sign > 0:
-        return f"{method} better than {base} (95% CI excludes 0)"
-    if sign < 0:
-        return f"{method} worse than {base} (95% CI excludes 0)"
-    return "no difference shown (95% CI includes 0)"
-
-
-def summarise_runs(runs: list[dict], params) -> dict:
-    """Per dataset: per method the statistics of every metric, leaks and the study's number, then
-    paired bootstrap comparisons with the baseline, per seed and pooled over seeds."""
-    methods, shots = params.methods, params.shots
-    resamples, boot_seed = params.evaluate.bootstrap_resamples, params.evaluate.bootstrap_seed
-    base = baseline_of(methods)
-    summary: dict = {}
-    for dataset in params.datasets:
-        by_method = {m: sorted((r for r in runs if r["dataset"] == dataset and r["method"] == m),
-                               key=lambda r: r["seed"]) for m in methods}
-        reference = by_method[methods[0]][0]["predictions"]["row"].to_numpy()
-        for method, group in by_method.items():
-            for r in group:
-                if not np.array_equal(r["predictions"]["row"].to_numpy(), reference):
-                    raise PipelineError(
-                        f"{dataset}: {method} seed {r['seed']} was scored on other test images than "
-                        f"{methods[0]}; re-run dvc repro so that every run uses the current split"
-                    )
-        entry: dict = {}
-        for method, group in by_method.items():
-            leak = {k: max(int(r["scores"]["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS}
-            out: dict = {"seeds": len(group), "shots": shots, "n_test": int(len(reference))}
-            out.update(_view_stats(group, "", resamples, boot_seed))
-            out["l2"] = _view_stats(group, "l2", resamples, boot_seed)
-            out["leak"] = leak
-            out["clean"] = is_clean(leak)
-            pool = group[0]["scores"].get("triplet_pool")
-            if pool is not None:
-                out["triplet_pool"] = pool
-            paper = published(dataset, method, shots)
-            if paper is not None:
-                reason = incomparable(
-                    method, split_source=params.split.source, model_name=params.model.name,
-                    pretrained=params.model.pretrained, image_size=params.model.image_size, triplet_pool=pool,
-                )
-                if reason is None:
-                    ones = np.zeros(paper.n_test)
-                    ones[: paper.correct] = 1
-                    out["published"] = {
-                        "kmeans_acc": paper.accuracy, "correct": paper.correct, "n_test": paper.n_test,
-                        "ci95": accuracy_ci(ones, resamples=resamples, seed=boot_seed),
-                    }
-                else:
-                    out["published_note"] = reason
-            entry[method] = out
-        comparisons = {}
-        for method in methods:
-            if method == base:
-                continue
-            c: dict = {}
-            for view in VIEWS:
-                a, b = _correct(by_method[method], view), _correct(by_method[base], view)
-                pooled = paired_difference(a, b, resamples=resamples, seed=boot_seed)
-                result = {**pooled, "verdict": verdict(pooled["sign"], method, base)}
-                result["per_seed"] = {
-                    str(r["seed"]): paired_difference(a[i], b[i], resamples=resamples, seed=boot_seed)
-                    for i, r in enumerate(by_method[method])
-                }
-                if len(a) > 1:
-                    result["seed_std"] = float(np.std(a.mean(axis=1) - b.mean(axis=1), ddof=1))
-                if view:
-                    c[view] = result
-                else:
-                    c.update(result)
-            comparisons[f"{method}_vs_{base}"] = c
-        if comparisons:
-            entry["comparisons"] = comparisons
-        summary[dataset] = entry
-    return _rounded(summary)
-
-
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 6)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+def umap_pictures(umaps: Path, datasets: list[str], methods: list[str], seed: int) -> list[list[Path]]:
+    """The UMAP picture of each dataset (rows) and method (columns) for one seed."""
+    grid = [[umaps / f"{dataset}_{method}_seed{seed}.png" for method in methods] for dataset in datasets]
+    for path in (p for row in grid for p in row):
+        if not path.is_file():
+            raise PipelineError(f"{path} not found; run the umap stage first (dvc repro)")
+    return grid
 
 
 def _pct(x: float, digits: int = 1) -> str:
@@ -198,13 +107,13 @@ def _ci(ci: list[float]) -> str:
     return f"[{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
 
 
-def _cell(entry: dict, metric: str) -> str:
+def _cell(stats: ViewStats, metric: str) -> str:
     scale, unit, digits = (100, "%", 1) if metric in PERCENT else (1, "", 3)
-    text = f"{entry[metric] * scale:.{digits}f}{unit}"
+    text = f"{stats.mean[metric] * scale:.{digits}f}{unit}"
     if metric == "kmeans_acc":
-        text += f" {_ci(entry['kmeans_acc_ci95'])}"
-    elif f"{metric}_seed_std" in entry:
-        text += f" ± {entry[f'{metric}_seed_std'] * scale:.{digits}f}"
+        text += f" {_ci(stats.kmeans_acc_ci95)}"
+    elif metric in stats.seed_std:
+        text += f" ± {stats.seed_std[metric] * scale:.{digits}f}"
     return text
 
 
@@ -230,7 +139,12 @@ def _leak_sentence(method: str, leak: dict, n_test: int) -> str:
     return f"- **{method} is not clean**: " + "; ".join(parts) + "."
 
 
-def markdown(summary: dict, params) -> str:
+def _study_cell(entry: MethodSummary) -> str:
+    p = entry.published
+    return f"{_pct(p.kmeans_acc, 2)} {_ci(p.ci95)} ({p.correct:,}/{p.n_test:,})" if p else "-"
+
+
+def markdown(summary: dict[str, DatasetSummary], params) -> str:
     """The summary as markdown: per dataset a table, the paired comparisons, then the notes."""
     methods, shots = params.methods, params.shots
     from stages.lib.plotting import method_label
@@ -244,145 +158,36 @@ def markdown(summary: dict, params) -> str:
         "embeddings. `leak`: test images (or their source groups) the training could see. `study`: the published "
         "number with its own interval, only where the run matches the study's conditions.", "",
     ]
-    for dataset, entry in summary.items():
-        first = entry[methods[0]]
-        lines += [f"## {dataset} ({first['n_test']:,} test images, {first['seeds']} seed(s))", ""]
+    for dataset, data in summary.items():
+        entries = data.methods
+        first = entries[methods[0]]
+        lines += [f"## {dataset} ({first.n_test:,} test images, {first.seeds} seed(s))", ""]
         lines.append("| method | " + " | ".join(METRICS.values()) + " | L2: K-means acc | leak | study |")
         lines.append("| --- " * (len(METRICS) + 4) + "|")
         for method in methods:
-            e = entry[method]
-            p = e.get("published")
-            paper = f"{_pct(p['kmeans_acc'], 2)} {_ci(p['ci95'])} ({p['correct']:,}/{p['n_test']:,})" if p else "-"
-            cells = " | ".join(_cell(e, m) for m in METRICS)
-            l2 = f"{_pct(e['l2']['kmeans_acc'])} {_ci(e['l2']['kmeans_acc_ci95'])}"
-            lines.append(f"| {label[method]} | {cells} | {l2} | {_leak_cell(e['leak'])} | {paper} |")
+            e = entries[method]
+            raw, l2 = e.views["raw"], e.views["l2"]
+            cells = " | ".join(_cell(raw, m) for m in METRICS)
+            l2_cell = f"{_pct(l2.mean['kmeans_acc'])} {_ci(l2.kmeans_acc_ci95)}"
+            lines.append(f"| {label[method]} | {cells} | {l2_cell} | {_leak_cell(e.leak)} | {_study_cell(e)} |")
         lines.append("")
-        for name, c in entry.get("comparisons", {}).items():
-            method, base = name.split("_vs_")
-            seeds = "; ".join(f"seed {s}: {d['difference'] * 100:+.1f} {_ci(d['ci95'])}"
-                              for s, d in c["per_seed"].items())
+        base = label[data.baseline]
+        for method, views in data.comparisons.items():
+            c, c2 = views["raw"], views["l2"]
+            seeds = "; ".join(f"seed {s}: {d.difference * 100:+.1f} {_ci(d.ci95)}" for s, d in c.per_seed.items())
             lines.append(
-                f"- {label[method]} vs {label[base]}: K-means accuracy {c['difference'] * 100:+.1f} points "
-                f"{_ci(c['ci95'])}: {verdict(c['sign'], label[method], label[base])}. Per seed: {seeds}. "
-                f"L2-normalised: {c['l2']['difference'] * 100:+.1f} {_ci(c['l2']['ci95'])}, "
-                f"{verdict(c['l2']['sign'], label[method], label[base])}."
+                f"- {label[method]} vs {base}: K-means accuracy {c.pooled.difference * 100:+.1f} points "
+                f"{_ci(c.pooled.ci95)}: {verdict(c.pooled.sign, label[method], base)}. Per seed: {seeds}. "
+                f"L2-normalised: {c2.pooled.difference * 100:+.1f} {_ci(c2.pooled.ci95)}, "
+                f"{verdict(c2.pooled.sign, label[method], base)}."
             )
-        notes = [_leak_sentence(label[m], entry[m]["leak"], entry[m]["n_test"]) for m in methods
-                 if not entry[m]["clean"]]
-        notes += [f"- No study number beside {label[m]}: {entry[m]['published_note']}." for m in methods
-                  if "published_note" in entry[m]]
+        notes = [_leak_sentence(label[m], entries[m].leak, entries[m].n_test) for m in methods if not entries[m].clean]
+        notes += [f"- No study number beside {label[m]}: {entries[m].published_note}." for m in methods
+                  if entries[m].published_note is not None]
         if notes:
             lines += ["", *notes]
         lines.append("")
     return "\n".join(lines)
-
-
-def accuracy_chart(summary: dict, params):
-    """K-means accuracy per dataset and method: bars at the mean, error bars of its 95% bootstrap
-    interval (over test images, and seeds when there are several), and the study's published
-    number with its own interval in black where the run is comparable with it."""
-    import matplotlib.pyplot as plt
-
-    from stages.lib.plotting import class_colours, method_label
-
-    methods = params.methods
-    datasets = list(summary)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(datasets) * len(methods)) + 2.2, 4.2))
-    width = 0.8 / len(methods)
-    colours = class_colours(len(methods))
-    x = np.arange(len(datasets))
-    for i, method in enumerate(methods):
-        entries = [summary[d][method] for d in datasets]
-        means = np.array([e["kmeans_acc"] for e in entries])
-        lo = np.array([e["kmeans_acc_ci95"][0] for e in entries])
-        hi = np.array([e["kmeans_acc_ci95"][1] for e in entries])
-        pos = x + (i - (len(methods) - 1) / 2) * width
-        bars = ax.bar(pos, means, width, yerr=[means - lo, hi - means], capsize=3,
-                      label=method_label(method, params.model.pretrained), color=colours[i])
-        ax.bar_label(bars, labels=[f"{v:.0%}" for v in means], fontsize=7, label_type="center", color="white")
-        for p, e in zip(pos, entries, strict=True):
-            if "published" in e:
-                pub = e["published"]
-                ax.errorbar([p + width * 0.3], [pub["kmeans_acc"]],
-                            yerr=[[pub["kmeans_acc"] - pub["ci95"][0]], [pub["ci95"][1] - pub["kmeans_acc"]]],
-                            fmt="D", color="black", markersize=4, capsize=2, lw=1)
-    if any("published" in summary[d][m] for d in datasets for m in methods):
-        ax.errorbar([], [], yerr=[], fmt="D", color="black", markersize=4, label="the study's number")
-    ax.set_xticks(x, datasets)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("K-means accuracy (test set)")
-    regime = "all training images" if params.shots == 0 else f"{params.shots} per class"
-    seeds = len(params.seeds)
-    ax.set_title(f"K-means accuracy ({regime}); error bars: 95% bootstrap CI over test images"
-                 f"{f' and {seeds} seeds' if seeds > 1 else ''}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    return fig
-
-
-def umap_grid(umaps: Path, datasets: list[str], methods: list[str], seed: int):
-    """The UMAP pictures of one seed in a grid: a row per dataset, a column per method."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(datasets), len(methods), figsize=(4.5 * len(methods), 3.6 * len(datasets)),
-                             squeeze=False)
-    for r, dataset in enumerate(datasets):
-        for c, method in enumerate(methods):
-            ax = axes[r][c]
-            ax.axis("off")
-            path = umaps / f"{dataset}_{method}_seed{seed}.png"
-            if not path.is_file():
-                raise PipelineError(f"{path} not found; run the umap stage first (dvc repro)")
-            ax.imshow(plt.imread(path))
-    fig.tight_layout()
-    return fig
-
-
-def curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int], pretrained: bool = True):
-    """Training (dashed) and validation (solid) loss per epoch of every run of one dataset, the
-    selected epoch (lowest validation loss) marked with a star. Losses of different methods are on
-    different scales, so each method that trains has its own panel; one that does not has none."""
-    import matplotlib.pyplot as plt
-
-    from stages.lib.plotting import class_colours, method_label
-
-    trained = [m for m in methods if any(_curve(curve_dir, dataset, m, s) is not None for s in seeds)]
-    fig, axes = plt.subplots(1, max(1, len(trained)), figsize=(4.2 * max(1, len(trained)), 3.6), squeeze=False)
-    colours = class_colours(max(1, len(seeds)))
-    for ax, method in zip(axes[0], trained, strict=False):
-        for i, seed in enumerate(seeds):
-            table = _curve(curve_dir, dataset, method, seed)
-            if table is None:
-                continue
-            ax.plot(table["epoch"], table["val_loss"], color=colours[i], label=f"seed {seed} validation")
-            ax.plot(table["epoch"], table["train_loss"], color=colours[i], ls="--", label=f"seed {seed} training")
-            best = table[table["best"] == 1]
-            ax.plot(best["epoch"], best["val_loss"], marker="*", ms=13, color=colours[i], mec="black", mew=0.6,
-                    ls="none", label=f"seed {seed} selected epoch", zorder=3)
-        ax.set_title(f"{dataset} · {method_label(method, pretrained)}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-    if trained:  # one legend for every panel, below them, never over a curve
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(3, len(labels)),
-                   fontsize=8, frameon=False)
-    else:
-        axes[0][0].axis("off")
-        axes[0][0].set_title(f"{dataset}: no method trains")
-    fig.tight_layout()
-    return fig
-
-
-def _curve(curve_dir: Path, dataset: str, method: str, seed: int) -> pd.DataFrame | None:
-    import pandas as pd
-
-    path = curve_dir / dataset / method / f"seed{seed}.csv"
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; run the train stage first (dvc repro)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise PipelineError(f"{path} is corrupt ({exc}); re-run the train stage") from None
-    return table if len(table) else None
 
 
 @stage_main
@@ -398,23 +203,26 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     params = cli.params_of(args)
     from stages.lib.plotting import save_figure
+    from stages.lib.report_figures import accuracy_chart, curves, umap_grid
 
     runs = read_runs(args.metrics, args.predictions, params.datasets, params.methods, params.seeds)
     summary = summarise_runs(runs, params)
-    figures = {"summary.png": accuracy_chart(summary, params),
-               "umap_grid.png": umap_grid(args.umaps, params.datasets, params.methods, params.seeds[0])}
+    figures = {
+        "summary.png": accuracy_chart(summary, params.methods, len(params.seeds), params.shots,
+                                      params.model.pretrained),
+        "umap_grid.png": umap_grid(umap_pictures(args.umaps, params.datasets, params.methods, params.seeds[0])),
+    }
     for dataset in params.datasets:
-        figures[f"curves_{dataset}.png"] = curves(args.curves, dataset, params.methods, params.seeds,
-                                                  params.model.pretrained)
+        tables = read_curves(args.curves, dataset, params.methods, params.seeds)
+        figures[f"curves_{dataset}.png"] = curves(dataset, tables, params.model.pretrained)
     args.plots.mkdir(parents=True, exist_ok=True)
     for stale in args.plots.glob("*.png"):
         if stale.name not in figures:
             stale.unlink()
     for name, fig in figures.items():
         save_figure(fig, args.plots / name)
-    write_json(args.out / "summary.json", summary)
-    table = markdown(summary, params)
-    write_text(args.out / "summary.md", table)
+    write_json(args.out / "summary.json", summary_json(summary))
+    write_text(args.out / "summary.md", markdown(summary, params))
     log.info("summary table -> %s, pictures -> %s", args.out / "summary.md", args.plots)  # `make demo` prints it
 
 

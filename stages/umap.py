@@ -46,9 +46,26 @@ def project(embeddings: np.ndarray, p: UmapParams) -> np.ndarray:
         return reducer.fit_transform(x)
 
 
-def _cache_compilations() -> None:
+# The numba releases whose private `Dispatcher._cache` (a `NullCache` until `enable_caching()`)
+# `_cache_compilations` was checked against: 0.57 is the first for Python 3.11, 0.68 the newest
+# checked (0.68.1). Another numba runs without the cache (slower, same pictures) until someone
+# checks numba/core/dispatcher.py again and moves the bound.
+NUMBA_CHECKED = ((0, 57), (0, 68))
+
+
+def numba_checked(version: str) -> bool:
+    """Whether numba `version` ("0.68.1", "0.69.0rc1") is within NUMBA_CHECKED."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    low, high = NUMBA_CHECKED
+    return low <= major_minor <= high
+
+
+def _cache_compilations() -> bool:
     """Keep umap-learn's just-in-time compiled functions on disk, as numba does for the functions
-    marked `cache=True` (pynndescent's are; umap-learn's are not).
+    marked `cache=True` (pynndescent's are; umap-learn's are not). Returns whether it did.
 
     Without it every umap stage compiles them again: 8 of the 11 s one stage takes on two cores
     for 359 points. With it the first stage after installing compiles and writes numba's cache
@@ -56,18 +73,34 @@ def _cache_compilations() -> None:
     and the next load it in under a second. Numba keys the cache on the source file and the CPU,
     so a new umap-learn compiles again. The compiled code is the same either way: the pictures are
     byte-identical with and without it.
+
+    It reads numba's private state (`_cache`), so it does so only on a numba it was checked
+    against (`NUMBA_CHECKED`) and where that state looks as expected; anywhere else it leaves
+    numba alone and the stage compiles as it would without this.
     """
+    import numba
+
+    if not numba_checked(numba.__version__):
+        log.info("numba %s is not one the compile cache was checked with; compiling without it", numba.__version__)
+        return False
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.registry import CPUDispatcher
+    except ImportError:
+        return False
     import umap.layouts
     import umap.spectral
     import umap.umap_
     import umap.utils
-    from numba.core.caching import NullCache
-    from numba.core.registry import CPUDispatcher
 
-    for module in (umap.umap_, umap.layouts, umap.spectral, umap.utils):
-        for function in vars(module).values():
-            if isinstance(function, CPUDispatcher) and isinstance(function._cache, NullCache):
-                function.enable_caching()
+    dispatchers = [f for module in (umap.umap_, umap.layouts, umap.spectral, umap.utils)
+                   for f in vars(module).values() if isinstance(f, CPUDispatcher)]
+    if not all(hasattr(f, "_cache") and hasattr(f, "enable_caching") for f in dispatchers):
+        return False
+    for function in dispatchers:
+        if isinstance(function._cache, NullCache):
+            function.enable_caching()
+    return True
 
 
 def warm_up() -> None:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_dir(args.out) as tmp:
         info: dict = {"model": model.name, "pretrained": model.pretrained}
         if model.pretrained:
-            from stages.lib.fetch import download
+            from stages.lib.fetch.downloads import download
             from stages.lib.models import WEIGHTS_FILE, build_backbone
 
             source = params.sources["weights"]

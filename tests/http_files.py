@@ -2,7 +2,9 @@
 
 `server.files["/x.zip"] = data` publishes a file; unknown paths answer 404. Range requests get
 206 answers, so resumed downloads work. A path under `/truncated/` announces the whole file but
-sends only half of it, then hangs up, every time.
+sends only half of it, then hangs up, every time. `server.answers["/x.zip"] = rule` scripts a
+path's misbehaviour: `rule(hit)` (hit: 1 for its first request) gives an HTTP status to answer
+with, or the keyword arguments of `respond` (`ranged`, `truncate`, `stall`) for that request.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRUNCATED = "/truncated"
@@ -23,8 +25,9 @@ class FileServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, bytes] = {}
+        self.answers: dict[str, Callable[[int], int | dict]] = {}
         self.lock = threading.Lock()
-        self.requests: list[str] = []
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
 
     def handle_error(self, request, client_address) -> None:
         pass  # clients hang up on truncated answers; keep the output quiet
@@ -34,7 +37,12 @@ class FileServer(ThreadingHTTPServer):
 
     def hits(self, path: str) -> int:
         with self.lock:
-            return self.requests.count(path)
+            return sum(1 for p, _ in self.requests if p == path)
+
+    def ranges(self, path: str) -> list[str | None]:
+        """The Range header of each request for `path` (None where there was none), in order."""
+        with self.lock:
+            return [r for p, r in self.requests if p == path]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,16 +53,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         with self.server.lock:
-            self.server.requests.append(self.path)
+            self.server.requests.append((self.path, self.headers.get("Range")))
+            hit = sum(1 for p, _ in self.server.requests if p == self.path)
         path = self.path
         truncate = path.startswith(TRUNCATED + "/")
         body = self.server.files.get(path[len(TRUNCATED):] if truncate else path)
-        if body is None:
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        respond(self, body, truncate=truncate)
+        rule = self.server.answers.get(path)
+        how = rule(hit) if rule else {}
+        if isinstance(how, int):
+            self._status(how)
+        elif body is None:
+            self._status(404)
+        else:
+            respond(self, body, **{"truncate": truncate, **how})
+
+    def _status(self, code: int) -> None:
+        body = f"status {code}\n".encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def respond(

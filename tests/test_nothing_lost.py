@@ -86,7 +86,11 @@ def test_a_stage_failing_at_run_time_loses_nothing(repo):
     result = dvc(repo, "exp", "run", "-S", "datasets=[pets]", "-S", "split.source=generated",
                  "-S", "sources.pets.images.url=http://127.0.0.1:9/images.tar.gz", check=False)
     assert result.returncode != 0 and "cannot reach http://127.0.0.1:9/images.tar.gz" in result.stderr
-    assert not (repo / "metrics/synthetic").exists() or before != state(repo)  # DVC did clear the old outputs
+    # DVC cleared the last good run's outputs (its stages are not in the new pipeline) before the
+    # download failed: the run's metrics and models are gone, so the restore below has them to bring back.
+    after = state(repo)
+    results = [k for k in before if k.startswith(("metrics/synthetic/", "models/synthetic/"))]
+    assert results and [k for k in results if k in after] == [], sorted(after)
     restored(repo, before, left="data/sources/pets/")
 
 

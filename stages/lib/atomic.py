@@ -37,6 +37,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def rounded(value: Any, digits: int = 6) -> Any:
+    """Floats rounded to `digits` decimals, inside lists and dicts too (stable, readable JSON)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write `data` as stable, sorted, indented JSON atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.lib.errors import PipelineError
+from stages.lib.files import visible
 
 MANIFEST = "manifest.csv"
 IMAGES = "images"
@@ -16,7 +17,7 @@ IMAGES = "images"
 
 def scan(root: Path, group_of: Callable[[str], str]) -> pd.DataFrame:
     """List `root/images/<class>/<file>` (files at any depth below the class folder; hidden ones
-    skipped) as a manifest sorted by path; empty classes are errors."""
+    and debris skipped) as a manifest sorted by path; empty classes are errors."""
     images = root / IMAGES
     folders = sorted(p for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
     if not folders:
@@ -25,7 +26,7 @@ def scan(root: Path, group_of: Callable[[str], str]) -> pd.DataFrame:
     for folder in folders:
         files = sorted(
             p for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            if p.is_file() and visible(p, folder)
         )
         if not files:
             raise PipelineError(f"class folder {folder} is empty; every class needs images")

@@ -71,3 +71,15 @@ def test_pets_breed_and_defungi_group_rules():
     assert patch_group("H1/H1_100a_1.jpg") == "H1_100a"
     assert patch_group("H6/H6_7b_12.jpg") == "H6_7b"
     assert patch_group(str(Path("H2") / "odd.jpg")) == "odd"
+
+
+def test_a_downloaded_archive_keeps_every_image_format_and_drops_hidden_files_and_debris(tmp_path):
+    """DeFungi reads what an own folder reads: WebP too, and no `._x.jpg`, `__MACOSX/` or `.x/`."""
+    from stages.lib.datasets.defungi import _class_images
+
+    for name in ("H1/a.webp", "H1/b.JPG", "H1/._a.jpg", "H1/Thumbs.db", "H1/notes.txt", "__MACOSX/H1/c.jpg",
+                 "H2/.cache/d.png", "H2/e.tiff"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = {k: [p.relative_to(tmp_path).as_posix() for p in v] for k, v in _class_images(tmp_path).items()}
+    assert found == {"H1": ["H1/a.webp", "H1/b.JPG"], "H2": ["H2/e.tiff"]}

@@ -123,14 +123,15 @@ def test_matched_predictions_leave_an_extra_cluster_unmatched():
 
 
 def test_curves_mark_the_selected_epoch_skip_methods_that_do_not_train_and_keep_the_legend_off_them(tmp_path):
+    from stages.lib.report_figures import curves
     from stages.lib.trainer import write_curve
-    from stages.report import curves
+    from stages.report import read_curves
 
     losses = ((1, 0.9), (2, 0.5), (3, 0.7))
     history = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": v, "lr": 1e-3} for e, v in losses]
     write_curve(tmp_path / "d/triplet/seed0.csv", history, best_epoch=2)
     write_curve(tmp_path / "d/pretrained/seed0.csv", [])
-    fig = curves(tmp_path, "d", ["pretrained", "triplet"], [0], pretrained=False)
+    fig = curves("d", read_curves(tmp_path, "d", ["pretrained", "triplet"], [0]), pretrained=False)
     assert [ax.get_title() for ax in fig.axes] == ["d · triplet"]  # no empty panel for the untrained control
     stars = [line for line in fig.axes[0].lines if line.get_marker() == "*"]
     assert len(stars) == 1 and list(stars[0].get_xdata()) == [2] and list(stars[0].get_ydata()) == [0.5]

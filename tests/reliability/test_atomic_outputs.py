@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -144,39 +143,70 @@ def test_umap_picture_failing_mid_write(embedded, monkeypatch):
 
 
 WRITER = """
-import sys, time
+import os, sys, time, zipfile
 import numpy as np
 from pathlib import Path
 from stages.lib.arrays import save_npz
 from stages.lib.atomic import write_json
-out = Path(sys.argv[1])
-version = 0
-while True:
-    version += 1
-    value = version % 2
-    save_npz(out / "big.npz", a=np.full(2_000_000, value, np.float32), b=np.full(1_000_000, value, np.int64))
-    write_json(out / "m.json", {"v": value, "pad": "x" * 200_000})
-    print(version, flush=True)
+
+out, where = Path(sys.argv[1]), sys.argv[2]
+
+
+def wait_to_be_killed(tmp):
+    print(tmp, flush=True)
+    time.sleep(600)
+
+
+if where == "between the arrays":  # the temporary file holds the first array, not the second nor the zip's index
+    writestr = zipfile.ZipFile.writestr
+
+    def first_then_stop(self, info, data, *args, **kwargs):
+        if info.filename != "a.npy":
+            self.fp.flush()
+            wait_to_be_killed(self.filename)
+        return writestr(self, info, data, *args, **kwargs)
+
+    zipfile.ZipFile.writestr = first_then_stop
+else:  # "before the rename": the temporary file is whole, the old file still in place
+    replace = os.replace
+
+    def stop_before(src, dst):
+        if Path(dst).name == "m.json":
+            wait_to_be_killed(src)
+        replace(src, dst)
+
+    os.replace = stop_before
+if where == "between the arrays":
+    save_npz(out / "big.npz", a=np.zeros(2_000_000, np.float32), b=np.zeros(1_000_000, np.int64))
+write_json(out / "m.json", {"v": 0, "pad": "x" * 200_000})
 """
 
 
-def test_sigkill_during_writes_leaves_a_whole_old_or_new_file(tmp_path):
+@pytest.mark.parametrize("where", ["between the arrays", "before the rename"])
+def test_sigkill_during_a_write_leaves_the_old_file_whole(tmp_path, where):
+    """The writer stops itself at a known point of a write (a hook in it), says which temporary
+    file it is writing, and is killed there: the old file is whole and untouched."""
     save_npz(tmp_path / "big.npz", a=np.full(2_000_000, 1, np.float32), b=np.full(1_000_000, 1, np.int64))
     write_json(tmp_path / "m.json", {"v": 1, "pad": "x" * 200_000})
-    rng = np.random.default_rng(0)
-    for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=ROOT, env=subprocess_env(),
-                                stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        proc.stdout.readline()  # it is writing in a loop now
-        time.sleep(rng.uniform(0.0, 0.3))
+    old = snapshot(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), where], cwd=ROOT, env=subprocess_env(),
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    tmp = Path(proc.stdout.readline().strip())  # it is inside the write now, and waits
+    try:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.name.endswith(".tmp"), tmp
+        if where == "between the arrays":  # half a file: the first array's 8 MB, no second array, no zip index
+            assert tmp.name.startswith(".big.npz.") and 8_000_000 < tmp.stat().st_size < 12_000_000
+        else:  # the whole new file, not yet renamed
+            assert tmp.name.startswith(".m.json.") and json.loads(tmp.read_text())["v"] == 0
+    finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-        data = load_npz(tmp_path / "big.npz", ("a", "b"))
-        value = data["a"][0]
-        assert (data["a"] == value).all() and (data["b"] == value).all() and value in (0, 1)
-        assert len(data["a"]) == 2_000_000 and len(data["b"]) == 1_000_000
-        assert json.loads((tmp_path / "m.json").read_text())["v"] in (0, 1)
-    # A kill can leave a temporary file behind (nothing runs after SIGKILL); it is hidden, never
-    # read, and DVC ignores it (.dvcignore: .*.tmp).
-    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"big.npz", "m.json"}
+    assert proc.returncode == -signal.SIGKILL
+    left = snapshot(tmp_path)
+    assert {k: v for k, v in left.items() if not k.startswith(".")} == old
+    data = load_npz(tmp_path / "big.npz", ("a", "b"))
+    assert (data["a"] == 1).all() and (data["b"] == 1).all()
+    # Nothing runs after SIGKILL, so the temporary file stays behind: hidden, never read, and
+    # ignored by DVC (.dvcignore: .*.tmp).
+    assert tmp.exists() and [k for k in left if k.startswith(".")] == [tmp.name]

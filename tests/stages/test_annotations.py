@@ -33,12 +33,6 @@ def _annotations(tmp_path, params: dict) -> list[str]:
     return ["--params", str(p), "--out", str(out), "--cache", str(cache)]
 
 
-def test_help(capsys):
-    with pytest.raises(SystemExit) as info:
-        annotations.main(["--help"])
-    assert info.value.code == 0 and "python -m stages.annotations" in capsys.readouterr().out
-
-
 def test_annotations_from_an_archive_url(http_files, tmp_path):
     params = sd.serve_study(http_files)
     annotations.main(_annotations(tmp_path, params))

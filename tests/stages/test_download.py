@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from stages import download, weights
-from stages.lib import fetch
+from stages.lib.fetch import downloads
 from tests.helpers import write_params
 from tests.stages import study_data as sd
 
@@ -98,7 +98,7 @@ def test_defungi_inner_zip_per_class(http_files, tmp_path):
     assert sorted(manifest["path"]) == sorted(f"images/{name}" for name in sd.defungi_files())
 
 
-def test_wrong_checksum(study, tmp_path, capsys):
+def test_a_wrong_checksum_is_refused_in_one_line_and_nothing_kept(study, tmp_path, capsys):
     server, params = study
     params["sources"]["pets"]["images"]["md5"] = "0" * 32
     message = _fails(capsys, _run_download, tmp_path, params, "pets")
@@ -107,9 +107,9 @@ def test_wrong_checksum(study, tmp_path, capsys):
     assert not list((tmp_path / "cache" / "pets").glob("images.tar.gz*"))
 
 
-def test_truncated_transfer(study, tmp_path, capsys, monkeypatch):
+def test_a_transfer_that_keeps_breaking_keeps_its_part_for_a_rerun(study, tmp_path, capsys, monkeypatch):
     server, params = study
-    monkeypatch.setattr(fetch.time, "sleep", lambda s: None)  # the retries' back-off
+    monkeypatch.setattr(downloads.time, "sleep", lambda s: None)  # the retries' back-off
     params["sources"]["defungi"]["url"] = server.url("/truncated/uci/defungi.zip")
     message = _fails(capsys, _run_download, tmp_path, params, "defungi")
     assert "truncated" in message and "/truncated/uci/defungi.zip" in message and "re-run" in message
@@ -119,7 +119,7 @@ def test_truncated_transfer(study, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "cache" / "defungi" / "defungi.zip").exists()
 
 
-def test_truncated_archive(study, tmp_path, capsys):
+def test_a_truncated_archive_is_refused_in_one_line(study, tmp_path, capsys):
     server, params = study
     whole = server.files["/pets/images.tar.gz"]
     server.files["/pets/images.tar.gz"] = whole[: len(whole) // 2]  # served honestly, but cut
@@ -129,7 +129,7 @@ def test_truncated_archive(study, tmp_path, capsys):
     _nothing_partial(tmp_path, "pets")
 
 
-def test_404(study, tmp_path, capsys):
+def test_a_file_missing_on_the_server_is_refused_in_one_line(study, tmp_path, capsys):
     server, params = study
     params["sources"]["defungi"]["url"] = server.url("/uci/moved.zip")
     message = _fails(capsys, _run_download, tmp_path, params, "defungi")
@@ -138,7 +138,7 @@ def test_404(study, tmp_path, capsys):
     assert list((tmp_path / "cache" / "defungi").iterdir()) == []
 
 
-def test_path_traversal_member(study, tmp_path, capsys):
+def test_an_archive_member_escaping_the_folder_is_refused(study, tmp_path, capsys):
     server, params = study
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tf:

@@ -14,18 +14,21 @@ import pandas as pd
 import pytest
 
 from stages import report
+from stages.lib.errors import PipelineError
 from stages.lib.leaks import no_leak
 from stages.lib.params import params_from_dict
+from stages.lib.summary import METRICS, summarise_runs, summary_json
 from tests.helpers import default_params
 
 
-def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, scores=None):
+def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, scores=None, correct_l2=None):
     correct = np.asarray(correct)
+    correct_l2 = correct if correct_l2 is None else np.asarray(correct_l2)
     n = len(correct)
     metrics = {"kmeans_acc": float(correct.mean()), "nmi": 0.5, "ari": 0.25, "precision_at_1": 0.5,
                "map_at_r": 0.5, "knn_acc": 0.5, **(scores or {}), "n_test": n, "n_classes": 2,
                "leak": leak or no_leak()}
-    metrics["l2"] = {k: metrics[k] for k in report.METRICS}
+    metrics["l2"] = {**{k: metrics[k] for k in METRICS}, "kmeans_acc": float(correct_l2.mean())}
     if pool:
         metrics["triplet_pool"] = pool
     path = root / "metrics" / dataset / method / f"seed{seed}.json"
@@ -33,7 +36,7 @@ def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, sco
     path.write_text(json.dumps(metrics))
     table = root / "predictions" / dataset / method / f"seed{seed}.csv"
     table.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"row": np.arange(n), "correct": correct, "correct_l2": correct}).to_csv(table, index=False)
+    pd.DataFrame({"row": np.arange(n), "correct": correct, "correct_l2": correct_l2}).to_csv(table, index=False)
 
 
 def params(**changes):
@@ -49,8 +52,13 @@ def params(**changes):
 
 
 def summary_of(tmp_path, p):
+    """The summary as report/summary.json holds it."""
+    return summary_json(summarise(tmp_path, p))
+
+
+def summarise(tmp_path, p):
     runs = report.read_runs(tmp_path / "metrics", tmp_path / "predictions", p.datasets, p.methods, p.seeds)
-    return report.summarise_runs(runs, p)
+    return summarise_runs(runs, p)
 
 
 def test_one_seed_intervals_and_the_paired_difference_by_hand(tmp_path):
@@ -140,7 +148,7 @@ def test_leaks_are_shown_beside_the_run_and_said_in_words(tmp_path):
     p = params()
     s = summary_of(tmp_path, p)
     assert s["pets"]["classification"]["clean"] is False and s["pets"]["triplet"]["leak"]["test_in_pool"] == 1478
-    text = report.markdown(s, p)
+    text = report.markdown(summarise(tmp_path, p), p)
     assert "| **3 test in lists** |" in text and "**1,478 test in pool, 2 groups across**" in text
     assert "- **triplet is not clean**: 1,478 test images were in the pool its triplets were drawn from; 2 source" \
         in text
@@ -150,7 +158,7 @@ def test_leaks_are_shown_beside_the_run_and_said_in_words(tmp_path):
 def test_runs_scored_on_other_test_images_are_refused(tmp_path):
     write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
     write_run(tmp_path, "pets", "triplet", 0, [1, 0] * 5, pool="split")
-    with pytest.raises(report.PipelineError, match="other test images"):
+    with pytest.raises(PipelineError, match="other test images"):
         summary_of(tmp_path, params())
 
 
@@ -159,7 +167,47 @@ def test_the_comparison_sentence_names_methods_as_the_table_does(tmp_path):
     write_run(tmp_path, "pets", "pretrained", 0, [0, 0, 0, 0, 0, 0, 1, 1])
     write_run(tmp_path, "pets", "classification", 0, [1] * 8)
     p = params(methods=["pretrained", "classification"], **{"model.pretrained": False})
-    text = report.markdown(summary_of(tmp_path, p), p)
+    text = report.markdown(summarise(tmp_path, p), p)
     assert "| untrained |" in text
     line = next(x for x in text.splitlines() if x.startswith("- untrained vs classification"))
     assert "untrained worse than classification (95% CI excludes 0)" in line and "pretrained" not in line, line
+
+
+def test_the_l2_view_is_summarised_and_compared_as_the_raw_view_is_from_its_own_columns(tmp_path):
+    """Both views are one shape (statistics per method, a comparison per method) and each is
+    computed from its own per-image column; the JSON keeps the raw view at the top, L2 under "l2"."""
+    write_run(tmp_path, "pets", "classification", 0, [1, 1, 1, 1, 1, 1, 0, 0], correct_l2=[0] * 8)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 1, 1, 1, 1, 0], pool="split", correct_l2=[1] * 8)
+    p = params()
+    whole = summarise(tmp_path, p)
+    summary = whole["pets"]
+    raw, l2 = summary.methods["triplet"].views["raw"], summary.methods["triplet"].views["l2"]
+    assert (raw.mean["kmeans_acc"], raw.kmeans_acc_ci95) == (0.875, [0.625, 1.0])
+    assert (l2.mean["kmeans_acc"], l2.kmeans_acc_ci95) == (1.0, [1.0, 1.0])
+    compared = summary.comparisons["triplet"]
+    assert (compared["raw"].pooled.difference, compared["raw"].pooled.sign) == (0.125, 0)
+    assert (compared["l2"].pooled.difference, compared["l2"].pooled.ci95, compared["l2"].pooled.sign) == (
+        1.0, [1.0, 1.0], 1)
+    s = summary_json({"pets": summary})["pets"]
+    assert s["triplet"]["kmeans_acc"] == 0.875 and s["triplet"]["l2"]["kmeans_acc"] == 1.0
+    assert set(s["triplet"]["l2"]) == {*METRICS, "kmeans_acc_ci95"}  # one seed: no spreads
+    c = s["comparisons"]["triplet_vs_classification"]
+    assert c["difference"] == 0.125 and c["l2"]["difference"] == 1.0
+    assert c["l2"]["verdict"] == "triplet better than classification (95% CI excludes 0)"
+    text = report.markdown(whole, p)
+    line = next(x for x in text.splitlines() if x.startswith("- triplet vs classification"))
+    assert "K-means accuracy +12.5 points [0.0, 37.5]" in line and "L2-normalised: +100.0 [100.0, 100.0]" in line
+    row = next(x for x in text.splitlines() if x.startswith("| triplet |"))
+    assert "| 100.0% [100.0, 100.0] |" in row and row.startswith("| triplet | 87.5% [62.5, 100.0] |")
+
+
+def test_the_markdown_shows_the_numbers_the_json_holds(tmp_path):
+    """Numbers are rounded once, as written: the table's 1/3 is the JSON's 0.333333."""
+    write_run(tmp_path, "pets", "classification", 0, [1, 0, 0], scores={"nmi": 1 / 3})
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 0], pool="split")
+    p = params()
+    whole = summarise(tmp_path, p)
+    summary = whole["pets"]
+    assert summary.methods["classification"].views["raw"].mean["nmi"] == 0.333333
+    assert summary_json({"pets": summary})["pets"]["classification"]["nmi"] == 0.333333
+    assert "| classification | 33.3% [0.0, 100.0] | 0.333 |" in report.markdown(whole, p)

@@ -1,8 +1,7 @@
-"""Every stage's entry point: `--help`, then the whole chain on a temporary folder, tiny params."""
+"""Every stage's entry point: the whole chain on a temporary folder, tiny params (`--help`: test_help.py)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -11,20 +10,6 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ROOT, run, tiny_params, write_params
-
-STAGES = [
-    "check", "download", "annotations", "split", "decode", "weights", "train", "embed", "evaluate", "umap", "pictures",
-    "report",
-]
-
-
-@pytest.mark.parametrize("name", STAGES)
-def test_help(name, capsys):
-    module = importlib.import_module(f"stages.{name}")
-    with pytest.raises(SystemExit) as info:
-        module.main(["--help"])
-    assert info.value.code == 0
-    assert f"python -m stages.{name}" in capsys.readouterr().out
 
 
 def test_every_stage_yaml_entry_has_a_module():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -11,13 +10,14 @@ from pathlib import Path
 
 from stages.lib.datasets import register_dataset
 from stages.lib.errors import PipelineError
+from stages.lib.fetch.checksums import is_hex_digest
+from stages.lib.files import IMAGE_SUFFIXES, visible
 from stages.lib.validate import require
 
 log = logging.getLogger(__name__)
 
 CLASSES = ("H1", "H2", "H3", "H5", "H6")
 COUNTS = {"H1": 4404, "H2": 2334, "H3": 819, "H5": 818, "H6": 739}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class DefungiSource:
     def check(self, where: str) -> None:
         require(self.url.startswith(("http://", "https://", "file://")), f"{where}.url", "an http(s) URL", self.url)
         require(
-            self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None,
+            self.sha256 is None or is_hex_digest(self.sha256),
             f"{where}.sha256", "64 lowercase hex digits or null", self.sha256,
         )
 
@@ -42,11 +42,6 @@ def patch_group(relpath: str) -> str:
     return head if sep and tail.isdigit() else stem
 
 
-def _visible(path: Path, root: Path) -> bool:
-    """Not hidden and not macOS archive debris (`._x.jpg`, `__MACOSX/`)."""
-    return not any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts)
-
-
 def _class_images(root: Path) -> dict[str, list[Path]]:
     """The image files of each H1..H6 folder, wherever the archive put them (any nesting).
 
@@ -54,13 +49,13 @@ def _class_images(root: Path) -> dict[str, list[Path]]:
     """
     folders: dict[str, list[Path]] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_dir() and path.name in CLASSES and _visible(path, root):
+        if path.is_dir() and path.name in CLASSES and visible(path, root):
             if not any(outer in path.parents for outer in folders.get(path.name, [])):
                 folders.setdefault(path.name, []).append(path)
     return {
         name: sorted(
             p for folder in found for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p, root)
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and visible(p, root)
         )
         for name, found in folders.items()
     }
@@ -84,7 +79,8 @@ def fetch_defungi(source: DefungiSource, images_dir: Path, cache_dir: Path) -> N
     The class folders H1, H2, H3, H5, H6 may sit at the top or nested, possibly inside an inner
     zip (one per class, or one for all); macOS debris (`__MACOSX/`, `._*`) is skipped.
     """
-    from stages.lib.fetch import download, extract
+    from stages.lib.fetch.archives import extract
+    from stages.lib.fetch.downloads import download
 
     target = cache_dir / "defungi.zip"  # a mirror's file name may differ; the format is read from the bytes
     download(source.url, target, sha256=source.sha256, pin_as="sources.defungi.sha256")
@@ -93,7 +89,7 @@ def fetch_defungi(source: DefungiSource, images_dir: Path, cache_dir: Path) -> N
         extract(target, work / "outer")
         images = _class_images(work / "outer")
         if not images:  # the data may be wrapped in inner zips; open one level of them
-            inner = sorted(p for p in (work / "outer").rglob("*.zip") if _visible(p, work / "outer"))
+            inner = sorted(p for p in (work / "outer").rglob("*.zip") if visible(p, work / "outer"))
             for index, archive in enumerate(inner):
                 extract(archive, work / f"inner{index}" / archive.stem)
             images = _class_images(work)

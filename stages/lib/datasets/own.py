@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stages.lib.errors import PipelineError
+from stages.lib.files import IMAGE_SUFFIXES
+from stages.lib.files import hidden as _hidden
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
@@ -36,9 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 FORMATS = "PNG, JPEG, WebP, BMP or TIFF"
-DEBRIS = frozenset({"__MACOSX", "Thumbs.db", "ehthumbs.db", "desktop.ini"})  # archive and OS leftovers
 COLUMNS = ("path", "label")
 OPTIONAL_COLUMNS = ("group", "split")
 SPLIT_NAMES = ("train", "val", "test")
@@ -143,10 +143,6 @@ def _need(path: Path, key: str, kind: str, what: str) -> None:
         raise PipelineError(
             f"{key}: {path} {state}; set it to {what} (a relative path is relative to the repository)"
         )
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name in DEBRIS
 
 
 LINKED = "linked folders (DVC would not see changes inside them)"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from stages.lib.datasets import register_dataset
 from stages.lib.errors import PipelineError
+from stages.lib.fetch.checksums import is_hex_digest
+from stages.lib.files import visible
 from stages.lib.validate import require
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ class RemoteFile:
     def check(self, where: str) -> None:
         require(self.url.startswith(("http://", "https://", "file://")), f"{where}.url", "an http(s) URL", self.url)
         require(
-            self.md5 is None or re.fullmatch(r"[0-9a-f]{32}", self.md5) is not None,
+            self.md5 is None or is_hex_digest(self.md5, "md5"),
             f"{where}.md5", "32 lowercase hex digits or null", self.md5,
         )
 
@@ -56,11 +58,6 @@ def breed_of(file_name: str) -> str:
 IMAGES_IN_ARCHIVE = 7390  # JPEGs in images.tar.gz; the official lists (list.txt) name 7,349 of them
 
 
-def _visible(path: Path, root: Path) -> bool:
-    """Not hidden and not macOS archive debris (`._x.jpg`, `__MACOSX/`)."""
-    return not any(part.startswith((".", "__MACOSX")) for part in path.relative_to(root).parts)
-
-
 @register_dataset(
     "pets",
     PetsSource,
@@ -78,7 +75,8 @@ def fetch_pets(source: PetsSource, images_dir: Path, cache_dir: Path) -> None:
     kept, so that lists naming any of them resolve. `annotations.tar.gz` gives the official
     `trainval.txt`, `test.txt` and `list.txt`, kept beside the images in `official/`.
     """
-    from stages.lib.fetch import download, extract
+    from stages.lib.fetch.archives import extract
+    from stages.lib.fetch.downloads import download
 
     archives = {}
     for key, remote in (("images", source.images), ("annotations", source.annotations)):
@@ -89,7 +87,7 @@ def fetch_pets(source: PetsSource, images_dir: Path, cache_dir: Path) -> None:
         extract(archives["images"], work / "images")
         jpgs = sorted(
             p for p in (work / "images").rglob("*")
-            if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and _visible(p, work / "images")
+            if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg") and visible(p, work / "images")
         )
         if not jpgs:
             raise PipelineError(
@@ -107,7 +105,7 @@ def fetch_pets(source: PetsSource, images_dir: Path, cache_dir: Path) -> None:
         extract(archives["annotations"], work / "annotations")
         official = images_dir.parent / "official"
         for name in ("trainval.txt", "test.txt", "list.txt"):
-            found = sorted(p for p in (work / "annotations").rglob(name) if _visible(p, work / "annotations"))
+            found = sorted(p for p in (work / "annotations").rglob(name) if visible(p, work / "annotations"))
             if not found:
                 raise PipelineError(
                     f"pets: {archives['annotations']} has no {name}; is sources.pets.annotations.url the Pet "
