@@ -39,7 +39,7 @@ def repo(tmp_path_factory) -> Path:
     params["train"].update(epochs=24, cosine_t_max=24, resume_every_s=3600)  # long enough to interrupt under load
     repo = project_copy(tmp_path_factory.mktemp("lost") / "repo", params)
     dvc(repo, "repro")
-    dvc(repo, "exp", "save", "--name", "base", "--include-untracked", "data/sources")  # as scripts/demo.py
+    dvc(repo, "exp", "save", "--name", "base")  # as scripts/demo.py
     return repo
 
 
