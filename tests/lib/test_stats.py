@@ -254,18 +254,22 @@ def test_holm_on_worked_examples():
 
 def test_secondary_comparisons_are_adjusted_together():
     differences = {"a": [0.05, 0.06, 0.055], "b": [0.01, -0.02, 0.03], "c": [0.04, 0.045, 0.03, 0.05],
-                   "one": [0.2]}
+                   "d": [0.02, 0.0, 0.03, 0.01, 0.015], "one": [0.2]}
     out = secondary(differences)
     raw = {k: seed_interval(v)["p_value"] for k, v in differences.items() if len(v) > 1}
     adjusted = dict(zip(raw, holm(list(raw.values())), strict=True))
     for name in raw:
         assert out[name]["p_holm"] == pytest.approx(adjusted[name])
-        assert out[name]["comparisons"] == 3
+        assert out[name]["comparisons"] == 4
         assert out[name]["ci_simultaneous"] == pytest.approx(
-            naive_t_interval(differences[name], 1 - 0.05 / 3))
+            naive_t_interval(differences[name], 1 - 0.05 / 4))
         assert out[name]["ci95"] == pytest.approx(naive_t_interval(differences[name]))
         assert out[name]["sign"] == (1 if adjusted[name] < 0.05 else 0)
     assert out["a"]["sign"] == 1 and out["b"]["sign"] == 0
+    # d alone would be significant (p = 0.040), not after Holm (2 x 0.040 at its rank).
+    assert out["d"]["p_value"] == pytest.approx(0.03994, abs=1e-4)
+    assert out["d"]["p_holm"] == pytest.approx(0.0799, abs=2e-4)
+    assert out["d"]["sign"] == 0 and seed_interval(differences["d"])["sign"] == 1
     assert out["one"]["p_holm"] is None and out["one"]["claim"] is None and out["one"]["ci_simultaneous"] is None
     # The simultaneous interval is wider than the single one.
     assert out["c"]["ci_simultaneous"][0] < out["c"]["ci95"][0] and out["c"]["ci_simultaneous"][1] > out["c"]["ci95"][1]
