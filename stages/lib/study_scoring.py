@@ -52,3 +52,15 @@ def fewest_mislabelled(points: dict[str, int], true_counts: dict[str, int]) -> i
     if shown != held:
         raise ValueError(f"the plot has {shown} points but the test set {held} images")
     return int(sum(max(0, points.get(c, 0) - true_counts.get(c, 0)) for c in classes))
+
+
+def study_accuracy(labels: Sequence, clusters: Sequence, *, batch_size: int = STUDY_BATCH) -> dict:
+    """K-means accuracy of one clustering scored both ways, for test images in the list's order:
+    against the true labels (this project's number) and against `study_labels` (the study's), with
+    the Hungarian matching of `stages.lib.metrics` for both, and the number of mislabelled images."""
+    from stages.lib.metrics import matched_accuracy
+
+    true = np.asarray(labels)
+    scored, wrong = study_labels(true, batch_size=batch_size)
+    return {"kmeans_acc": matched_accuracy(true, np.asarray(clusters)),
+            "kmeans_acc_study": matched_accuracy(scored, np.asarray(clusters)), "mislabelled": wrong}

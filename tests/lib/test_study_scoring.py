@@ -64,3 +64,16 @@ def test_bad_input_is_refused():
         study_labels([1, 2], batch_size=0)
     with pytest.raises(ValueError, match="at least one test image"):
         sorted_list_counts([("a", 0)])
+
+
+def test_a_clustering_scored_both_ways():
+    from stages.lib.study_scoring import study_accuracy
+
+    labels = np.repeat([0, 1, 2, 3, 4], 6)  # 15-shot DeFungi's sorted list: 5 classes x 6
+    perfect = labels.copy()  # a clustering that finds every class
+    r = study_accuracy(labels, perfect)
+    # The study's labels put images 6, 7 in class 0 and 18, 19 in class 2: a perfect clustering scores 26/30.
+    assert r == {"kmeans_acc": 1.0, "kmeans_acc_study": pytest.approx(26 / 30), "mislabelled": 4}
+    study_clusters = study_labels(labels)[0]  # a clustering that agrees with the study's labels
+    assert study_accuracy(labels, study_clusters) == {"kmeans_acc": pytest.approx(26 / 30),
+                                                      "kmeans_acc_study": 1.0, "mislabelled": 4}
