@@ -43,7 +43,10 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
         ["tests/lib/test_metrics.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_edges.py",
          "tests/lib/test_metrics_survivors.py", "tests/stages/test_evaluate_values.py"],
     ),
-    "stats": (["stages/lib/stats.py"], None, ["tests/lib/test_stats.py"]),
+    "stats": (
+        ["stages/lib/stats.py", "stages/lib/chance.py", "stages/lib/study_scoring.py"], None,
+        ["tests/lib/test_stats.py", "tests/lib/test_chance.py", "tests/lib/test_study_scoring.py"],
+    ),
     "splits": (
         ["stages/lib/splits.py"], None,
         ["tests/lib/test_splits.py", "tests/lib/test_splits_edges.py", "tests/lib/test_splits_fuzz.py",
