@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c 'from stages.umap import warm_up; warm_up()'  # numba compiles umap-learn once
 	@touch $(STAMP)
 
+# The demo's numbers depend on torch's thread count (docs/results.md): 2 threads, as printed there,
+# whatever the cores, unless OMP_NUM_THREADS is set.
+demo: export OMP_NUM_THREADS ?= 2
 demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo
 	$(BIN)/python scripts/demo.py $(ARGS)
 	$(ACTIVATE)
