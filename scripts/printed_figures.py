@@ -238,8 +238,8 @@ def shots15_transcript(r: Runs) -> str:
     demo = _output(r, 'make demo ARGS="-S shots=15"')
     kmeans = next(line for line in demo.splitlines() if line.startswith("K-means accuracy: "))
     recorded = re.search(r"Recorded as experiment `[^`]+` \(\d+\.\d min\)\.", demo).group(0)
-    diff = [line.rstrip() for line in _output(r, "dvc exp diff demo demo-shots15").splitlines()
-            if not re.match(r"\S+\s+l2\.", line)]
+    diff = sorted_metric_rows([line.rstrip() for line in _output(r, "dvc exp diff demo demo-shots15").splitlines()
+                               if not re.match(r"\S+\s+l2\.", line)])
     while diff and not diff[-1]:
         diff.pop()
     show = _output(r, SHOW_MD).rstrip("\n").splitlines()
@@ -247,6 +247,15 @@ def shots15_transcript(r: Runs) -> str:
     lines = ["```", '$ make demo ARGS="-S shots=15"', "...", kmeans, "", recorded,
              "$ dvc exp diff demo demo-shots15", *diff, f"$ {SHOW_MD}", *show, "$ dvc exp apply demo", *applied, "```"]
     return "\n" + "\n".join(lines) + "\n"
+
+
+def sorted_metric_rows(lines: list[str]) -> list[str]:
+    """`dvc exp diff`'s metric rows in file and metric order (DVC lists the files in no fixed order),
+    its header and the params table after the blank line as they are."""
+    if not lines or not lines[0].startswith("Path"):
+        return lines
+    end = lines.index("") if "" in lines else len(lines)
+    return [lines[0], *sorted(lines[1:end]), *lines[end:]]
 
 
 SHOW_MD = "dvc exp show --md --drop '.*' --keep 'Experiment|.*seed0.json:kmeans_acc$|shots'"
