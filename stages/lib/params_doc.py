@@ -3,8 +3,8 @@
 Every setting of a fixed section is one row: its key, its default, what it accepts (the type and
 the rule that `check` applies, in the words of its error message) and its meaning, all read from
 its `setting(...)` field in stages/lib/params.py. A dataset's or method's section is one row per
-setting where its dataclass uses `setting(...)` too, else one row for the whole section: its
-fields and types, its default from params.yaml and its dataclass's docstring.
+setting too: from its `setting(...)` fields where its module states them so, else from its
+dataclass (field and type) and params.yaml (value and the comment beside it).
 tests/lib/test_params_doc.py fails when the committed docs/params.md differs from this output.
 """
 
@@ -84,27 +84,56 @@ def setting_rows(section: type, prefix: str) -> list[str]:
     return rows
 
 
-def section_rows(section: type, key: str, shipped: Any) -> list[str]:
-    """The rows of a registry section: per setting where it states them, else one row."""
+def yaml_comments(text: str) -> dict[str, str]:
+    """The comment beside each key of params.yaml, by dotted key ("triplet.pool": "where ...")."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    out: dict[str, str] = {}
+
+    def walk(node: CommentedMap, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            token = (node.ca.items.get(key) or [None, None, None])[2]
+            if token is not None:
+                lines = token.value.split("\n\n")[0].splitlines()  # up to a blank line: the next key's own
+                out[name] = " ".join(line.strip().removeprefix("#").strip() for line in lines if line.strip())
+            if isinstance(value, CommentedMap):
+                walk(value, f"{name}.")
+
+    walk(YAML().load(text), "")
+    return out
+
+
+def section_rows(section: type, key: str, shipped: Any, comments: dict[str, str]) -> list[str]:
+    """The rows of a registry section: from its `setting(...)` fields where it states them; else its
+    docstring, then one row per field with params.yaml's value and comment (until its module uses
+    `setting`, params.yaml is where those are stated)."""
     if any("doc" in f.metadata for f in dataclasses.fields(section)):
         return setting_rows(section, key)
     hints = typing.get_type_hints(section)
-    accepts = ", ".join(f"`{f.name}`: {type_words(hints[f.name])}" for f in dataclasses.fields(section))
     doc = (section.__doc__ or "").strip().split("\n\n")[0]
-    return [f"| `{key}` | `{_value(shipped)}` | {_cell(accepts or 'no settings')} | {_cell(doc)} |"]
+    rows = [f"| `{key}` | | | {_cell(doc)} |"]
+    for f in dataclasses.fields(section):
+        value = shipped.get(f.name) if isinstance(shipped, dict) else None
+        rows.append(f"| `{key}.{f.name}` | `{_value(value)}` | {_cell(type_words(hints[f.name]))} "
+                    f"| {_cell(comments.get(f'{key}.{f.name}', ''))} |")
+    return rows
 
 
 def markdown(shipped: dict | None = None) -> str:
     """The whole of docs/params.md; `shipped` is params.yaml as parsed (the registry sections' defaults)."""
-    if shipped is None:
-        shipped = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    shipped = yaml.safe_load(text) if shipped is None else shipped
+    comments = yaml_comments(text)
     header = ["| key | default | accepts | meaning |", "| --- | --- | --- | --- |"]
     lines = [INTRO]
     lines += ["## The runs", "", *header, *setting_rows(P.Params, "")]
     lines += ["", "## Sources", "", "Where each dataset (and the pretrained weights) comes from; a dataset of your own "
               f"is `sources.<name>`: {P.OWN_SHAPES} (README, \"Your own data\").", "", *header]
     for name in DATASETS.names():
-        lines += section_rows(DATASETS.get(name).params_type, f"sources.{name}", shipped["sources"].get(name))
+        lines += section_rows(DATASETS.get(name).params_type, f"sources.{name}", shipped["sources"].get(name),
+                              comments)
     for name, section in P.FIXED_SOURCES.items():
         lines += setting_rows(section, f"sources.{name}")
     for key, section in P.FIXED_TOP.items():
@@ -114,7 +143,7 @@ def markdown(shipped: dict | None = None) -> str:
     lines += ["", "## Methods", "", "One top-level section per registered method ([methods.md](methods.md)).", "",
               *header]
     for name in METHODS.names():
-        lines += section_rows(METHODS.get(name).params_type, name, shipped.get(name))
+        lines += section_rows(METHODS.get(name).params_type, name, shipped.get(name), comments)
     return "\n".join(lines) + "\n"
 
 
