@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     # imported only now, so that `--help` answers at once
-    from stages.lib import distributed
+    from stages.lib import launcher, stopping
     from stages.lib.device import pick_device
     from stages.lib.methods import METHODS
 
@@ -55,30 +55,27 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed not in params.seeds:
         raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
     processes = params.train.processes
-    if processes > 1 and method_cls.trains and not distributed.launched():
-        hint = (f"re-run to continue from the last epoch saved in {args.resume_dir}" if args.resume_dir
-                else "re-run to train again")
-        stopped = (f"every finished epoch is kept in {args.resume_dir}; the next `dvc repro` resumes after the last"
-                   if args.resume_dir else "nothing was kept")
-        distributed.launch("stages.train", list(sys.argv[1:] if argv is None else argv), processes, hint=hint,
-                           stopped=stopped)
+    if processes > 1 and method_cls.trains and not launcher.launched():
+        hint, stopped = stopping.launch_lines(args.resume_dir)
+        launcher.launch("stages.train", list(sys.argv[1:] if argv is None else argv), processes, hint=hint,
+                        stopped=stopped)
         log.info("%d training processes finished -> %s", processes, args.out)
         return
-    with distributed.reporting_to_launcher():
-        if distributed.launched():
-            if distributed.launched_size() != processes:
+    with stopping.reporting_to_launcher(launcher.launched()):
+        if launcher.launched():
+            if launcher.launched_size() != processes:
                 raise PipelineError(
-                    f"torchrun started {distributed.launched_size()} processes but train.processes is {processes}; "
-                    f"set train.processes: {distributed.launched_size()} (the whole run's processes)"
+                    f"torchrun started {launcher.launched_size()} processes but train.processes is {processes}; "
+                    f"set train.processes: {launcher.launched_size()} (the whole run's processes)"
                 )
-            device = pick_device(params.train.device, distributed.local_rank(), processes)
-            distributed.init(device)
+            device = pick_device(params.train.device, launcher.local_rank(), launcher.local_size())
+            launcher.init(device)
         else:
             device = pick_device(params.train.device)
         try:
             _train(args, params, method_cls, device)
         finally:
-            distributed.finish()
+            launcher.finish()
 
 
 def _train(args, params, method_cls, device: torch.device) -> None:

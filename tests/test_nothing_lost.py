@@ -120,7 +120,7 @@ def test_ctrl_c_during_training_keeps_the_epoch_and_loses_nothing(repo):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0, out
-    assert "interrupted: epochs 1-" in out and "the next `dvc repro` resumes from epoch" in out, out
+    assert "interrupted: epochs 1-" in out and "running the same `dvc exp run` again resumes from epoch" in out, out
     assert (repo / "data/cache/resume/synthetic/triplet/seed0/resume.pt").is_file()
     restored(repo, before)
 

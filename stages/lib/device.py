@@ -16,10 +16,13 @@ STD = (0.229, 0.224, 0.225)  # (`stages.lib.models.input_stats`)
 
 def pick_device(requested: str, local_rank: int | None = None, processes: int = 1) -> torch.device:
     """The device for `train.device`: `auto` -> CUDA when present, else CPU; `cuda:N` -> GPU N, so
-    queued runs can be pinned to GPUs; `cuda` without a GPU is an error that says what to do.
+    queued runs can be pinned to GPUs; `cuda` without a GPU is an error that says what to do. A GPU
+    it names becomes this process's current device (`torch.cuda.set_device`), so that what uses the
+    current device (pinned memory, cuDNN and cuBLAS handles, compiled kernels) uses it, not GPU 0.
 
-    `local_rank` (a rank of a `train.processes` run on this machine): rank i takes GPU i, and the
-    machine must have a GPU per process.
+    `local_rank` (a rank of a `train.processes` run): rank i on its machine takes GPU i, and the
+    machine must have a GPU for each of its `processes` (the ranks torchrun started on this
+    machine, LOCAL_WORLD_SIZE: with several machines, fewer than `train.processes`).
     """
     if requested == "cpu":
         return torch.device("cpu")
@@ -34,7 +37,7 @@ def pick_device(requested: str, local_rank: int | None = None, processes: int = 
         if index >= available:
             visible = f"GPUs cuda:0 to cuda:{available - 1} are visible" if available else "no CUDA GPU is visible"
             raise PipelineError(f"train.device is {requested} but {visible}; set train.device: auto, cpu or cuda:N")
-        return torch.device("cuda", index)
+        return _current(torch.device("cuda", index))
     if not available:
         if requested == "cuda":
             raise PipelineError("train.device is cuda but no CUDA GPU is visible; set train.device: auto or cpu")
@@ -43,10 +46,16 @@ def pick_device(requested: str, local_rank: int | None = None, processes: int = 
         return torch.device("cuda")
     if processes > available:
         raise PipelineError(
-            f"train.processes is {processes} but {available} CUDA GPU(s) are visible (one GPU per process); "
-            f"set train.processes: {available} or less, or train.device: cpu"
+            f"{processes} training processes run on this machine but {available} CUDA GPU(s) are visible (one GPU "
+            f"per process); set train.processes: {available} or less (with torchrun on several machines: "
+            f"--nproc-per-node={available} or less), or train.device: cpu"
         )
-    return torch.device("cuda", local_rank)
+    return _current(torch.device("cuda", local_rank))
+
+
+def _current(device: torch.device) -> torch.device:
+    torch.cuda.set_device(device)
+    return device
 
 
 def compute_device() -> torch.device:
@@ -70,25 +79,45 @@ def process_group_backend(device: torch.device) -> str:
 
 
 def rng_state() -> dict:
-    """This process's torch random states (CPU, and every visible GPU once CUDA has started)."""
+    """This process's torch random states: the CPU's, and, once CUDA has started, its own GPU's
+    (the current device, `pick_device`; the only GPU a process draws on). Not every visible GPU's:
+    a resumed run may see fewer."""
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
     }
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned."""
+    """Restore what `rng_state` returned: its GPU state into this process's GPU. A state of several
+    GPUs (saved by an earlier version, one per visible GPU) is restored only where as many are
+    visible; else ValueError (the resume checkpoint does not fit this run)."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if not cuda or not torch.cuda.is_available():
+        return
+    if len(cuda) == 1:
+        torch.cuda.set_rng_state(cuda[0])
+        return
+    visible = torch.cuda.device_count()
+    if len(cuda) != visible:
+        raise ValueError(f"it holds the random states of {len(cuda)} GPUs but {visible} are visible")
+    torch.cuda.set_rng_state_all(cuda)
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
     """Deterministic kernels: always on the CPU (which costs nothing there); on CUDA when
     `train.deterministic` is true (cuDNN deterministic and not benchmarking, cuBLAS with a fixed
-    workspace, `torch.use_deterministic_algorithms`, which warns naming any op that has no
-    deterministic kernel). Call before the first CUDA operation."""
+    workspace, `torch.use_deterministic_algorithms`). Call before the first CUDA operation.
+
+    An op without a deterministic kernel warns (`warn_only=True`) instead of failing, and the
+    warning is shown on every rank (`launcher.speak_for_the_run`). Not an error, because the
+    study's model cannot train under the error: ConvNeXt's (and most timm models') global average
+    pool is `nn.AdaptiveAvgPool2d`, whose CUDA backward torch refuses in strict mode, although with
+    one output per channel each gradient element is written once (no order of additions to vary).
+    So `deterministic: true` trains, and any op that could break byte-identical reruns is named on
+    stderr whichever process meets it.
+    """
     strict = deterministic or device.type != "cuda"
     if device.type == "cuda" and deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts

@@ -1,12 +1,9 @@
-"""One exception type for errors a user can cause, and the wrapper that prints it plainly."""
+"""The exceptions that end a stage with one line (an error a user can cause, a stop that kept its
+work), and the wrapper of a stage's `main` (how each ends: `stages.lib.stopping`)."""
 
 from __future__ import annotations
 
-import functools
 import logging
-import signal
-import sys
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -37,32 +34,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def stage_main(func: F) -> F:
-    """Decorate a stage's `main`: set up logging, print a PipelineError as one line, exit 1."""
+    """Decorate a stage's `main`: set up logging; a PipelineError, Ctrl-C or SIGTERM ends it with one
+    line and the exit code of `stages.lib.stopping.ENDINGS` (1, 130, 143)."""
+    from stages.lib.stopping import one_process  # stopping builds on this module's exceptions
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        setup_logging()
-        received = {"signal": signal.SIGINT}
-
-        def terminate(signum: int, frame: object) -> None:  # SIGTERM (a scheduler, `kill`) stops as Ctrl-C does
-            received["signal"] = signal.Signals(signum)
-            raise KeyboardInterrupt
-
-        main_thread = threading.current_thread() is threading.main_thread()  # signals reach only that thread
-        previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
-        try:
-            return func(*args, **kwargs)
-        except PipelineError as exc:
-            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # one line, always
-            raise SystemExit(1) from None
-        except KeyboardInterrupt as exc:
-            said = str(exc) if isinstance(exc, Interrupted) else "this stage's outputs are incomplete and were not kept"
-            signum = getattr(exc, "signal", None) or received["signal"]  # a handler of its own may have taken it
-            name = "terminated" if signum == signal.SIGTERM else "interrupted"
-            print(f"{name}: {said}", file=sys.stderr)
-            raise SystemExit(128 + signum) from None
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
-
-    return wrapper  # type: ignore[return-value]
+    return one_process(func)

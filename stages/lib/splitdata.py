@@ -41,8 +41,37 @@ def read_classes(splits: Path) -> list[str]:
     return [str(c) for c in classes]
 
 
-def split_pixels(decoded: Path, table: pd.DataFrame, size: int) -> np.ndarray:
-    """The decoded pixels of the table's rows (a copy in table order), N x size x size x 3."""
+class Rows:
+    """The pixels of some rows of a decoded array, in a given order, read from the memory-mapped
+    file when indexed: the operating system's page cache holds them once for every process (the
+    ranks of a several-process run, queued stages), and a process holds only the rows it asks for.
+
+    Indexing (`rows[i]`, `rows[batch]`, `rows[a:b]`, an N-d index array) gives a new array, as
+    indexing the copy `np.asarray(rows)` would; `np.asarray(rows)` reads every row.
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+        self._array, self._rows = array, rows
+        self.dtype = array.dtype
+        self.shape = (len(rows), *array.shape[1:])
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        picked = self._rows[index]
+        if np.ndim(picked) == 0:
+            return np.array(self._array[int(picked)])
+        return np.asarray(self._array[np.asarray(picked)])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = np.asarray(self._array[self._rows])
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+
+def split_pixels(decoded: Path, table: pd.DataFrame, size: int) -> Rows:
+    """The decoded pixels of the table's rows in table order, N x size x size x 3 (read on use, see `Rows`)."""
     array = open_decoded(decoded, size=size)
     rows = table["row"].to_numpy()
     if rows.max() >= len(array) or rows.min() < 0:
@@ -50,4 +79,4 @@ def split_pixels(decoded: Path, table: pd.DataFrame, size: int) -> np.ndarray:
             f"{decoded} has {len(array)} images but the split refers to row {rows.max()}; "
             "the split and decode stages ran on different downloads: run dvc repro"
         )
-    return np.ascontiguousarray(array[rows])
+    return Rows(array, rows)

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from stages.lib import distributed
+from stages.lib import distributed, stopping
 from stages.lib.atomic import atomic_path, write_text
 from stages.lib.device import (
     MEAN,
@@ -39,7 +39,7 @@ from stages.lib.device import (
     set_rng_state,
     to_device,
 )
-from stages.lib.errors import Interrupted, PipelineError
+from stages.lib.errors import PipelineError
 from stages.lib.methods.base import Method
 from stages.lib.models import input_stats
 from stages.lib.params import TrainParams
@@ -464,21 +464,14 @@ def _epochs(loop: _Loop, start: int) -> None:
                     loop.last_save, saved, unsaved = time.monotonic(), epoch, None
                 else:  # the best weights are never changed in place: only the live state is copied
                     unsaved = {**_detached({k: v for k, v in state.items() if k != "best"}), "best": state["best"]}
+                stopping.keep(unsaved, lambda kept: _save_resume(loop.resume_dir, kept))  # written on a signal
             if loop.curve_path is not None:
                 write_curve(loop.curve_path, loop.history, loop.best.best_epoch)
     except (KeyboardInterrupt, Exception) as exc:  # also a lost peer process: keep what is finished
-        if unsaved is not None:
-            _save_resume(loop.resume_dir, unsaved)
+        if unsaved is not None:  # written here, unless a signal's thread already did
+            stopping.kept_now(unsaved, lambda kept: _save_resume(loop.resume_dir, kept))
             saved = unsaved["epoch"]
-        if not isinstance(exc, (KeyboardInterrupt, PipelineError)):
+        ended = stopping.after_training(exc, saved, loop.resume_dir / RESUME_FILE if loop.resume_dir else None)
+        if ended is exc:  # a bug or a lost process: as it is, with its traceback
             raise
-        path = loop.resume_dir / RESUME_FILE if loop.resume_dir is not None else None
-        if isinstance(exc, PipelineError):
-            kept = f"; epochs 1-{saved} and their best weights are kept in {path}" if saved else ""
-            raise PipelineError(f"{exc}{kept}") from None
-        if path is None:
-            raise
-        if saved:
-            raise Interrupted(f"epochs 1-{saved} are saved in {path}; the next `dvc repro` resumes from epoch "
-                              f"{saved + 1}") from None
-        raise Interrupted("no epoch had finished; the next `dvc repro` starts training from epoch 1") from None
+        raise ended from None

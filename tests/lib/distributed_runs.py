@@ -3,13 +3,16 @@ a gloo group started by `torch.multiprocessing.spawn` (importable by the spawned
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from stages.lib import distributed, trainer
+from stages.lib import distributed, launcher, stopping, trainer
 from stages.lib.errors import Interrupted
 from stages.lib.methods import METHODS
 from stages.lib.models import build_backbone
@@ -135,3 +138,36 @@ def rank(rank: int, world_size: int, folder: str, names: list[str]) -> None:
             torch.save(results, Path(folder) / "results.pt")
     finally:
         dist.destroy_process_group()
+
+
+def hung(rank: int, world_size: int, folder: str, port: int, timeout_s: float) -> None:
+    """One rank of a group joined as the stage's ranks join (`launcher.init`, with `timeout_s`):
+    a classification fit with a resume folder (a checkpoint due once an hour), in which rank 1 stops
+    taking part at the start of epoch 2. Rank 0 writes `folder`/epoch2 when it starts epoch 2, and
+    what ended its fit, and how long it waited from then, to `folder`/rank0.json."""
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size))
+    launcher.init(CPU, timeout_s=timeout_s)
+    real, started = trainer._run_batches, {}
+
+    def stall(*args, **kwargs):
+        if kwargs["epoch"] == 2 and kwargs["optimizer"] is not None:
+            started.setdefault("epoch 2", time.monotonic())
+            if rank == 0:
+                (Path(folder) / "epoch2").touch()
+            if rank == 1:
+                time.sleep(3600)  # hung: alive, its connections open, taking no part
+        return real(*args, **kwargs)
+
+    trainer._run_batches = stall
+    try:
+        run("classification", epochs=3, resume_dir=Path(folder) / "resume", resume_every_s=3600)
+        said = {"kind": "finished", "message": ""}
+    except BaseException as exc:  # noqa: BLE001 (what ended the fit is the result)
+        kind, message = stopping._kind(exc)
+        said = {"kind": kind, "message": message}
+    said["waited_s"] = time.monotonic() - started.get("epoch 2", time.monotonic())
+    if rank == 0:
+        (Path(folder) / "rank0.json").write_text(json.dumps(said))
+    os._exit(0)  # no goodbye to a hung peer

@@ -1,5 +1,6 @@
 """`train.deterministic`: deterministic kernels always on the CPU, and on CUDA when asked (cuDNN
-deterministic, no benchmarking, a fixed cuBLAS workspace); no GPU is needed to check the settings."""
+deterministic, no benchmarking, a fixed cuBLAS workspace), an op without one named on every rank;
+no GPU is needed to check the settings."""
 
 from __future__ import annotations
 
@@ -52,3 +53,24 @@ def test_the_knob_is_a_validated_boolean():
     raw["train"]["deterministic"] = "yes"
     with pytest.raises(PipelineError, match="train.deterministic must be true or false"):
         params_from_dict(raw)
+
+
+def test_an_op_without_a_deterministic_kernel_is_named_on_every_rank(restore_torch_flags):
+    # Ranks other than 0 hide their Python warnings (rank 0 speaks for the run), but not this one:
+    # it means a rerun may not be byte-identical, whichever rank meets it.
+    import logging
+    import warnings
+
+    from stages.lib.launcher import speak_for_the_run
+
+    level = logging.getLogger().level
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            speak_for_the_run(1)
+            configure_determinism(True, torch.device("cpu"))
+            torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # no deterministic kernel
+            warnings.warn("a warning rank 0 also gives", UserWarning, stacklevel=1)
+    finally:
+        logging.getLogger().setLevel(level)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and said[0].startswith("put_ does not have a deterministic implementation"), said

@@ -1,5 +1,6 @@
-"""One run on several processes (stages.lib.distributed): how a global batch is cut into slices,
-and two gloo processes on the CPU training exactly as one process with the same global batch."""
+"""One run on several processes (stages.lib.distributed, launcher, stopping): how a global batch is
+cut into slices, two gloo processes on the CPU training exactly as one process with the same global
+batch, and how a stopped or failed run ends."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from stages.lib import distributed
+from stages.lib import distributed, launcher, stopping
 from stages.lib.distributed import World, shard
 from stages.lib.errors import stage_main
 from stages.lib.methods import METHODS
@@ -156,7 +157,7 @@ def test_a_signal_stops_a_process_once():
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-            distributed._raise_stopped(signal.SIGTERM, None)
+            stopping._raise_stopped(signal.SIGTERM, None)
         assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         for sig, handler in previous.items():
@@ -174,7 +175,7 @@ def test_a_stopped_run_ends_with_one_line_saying_what_was_kept(monkeypatch, caps
 
     @stage_main
     def stage():
-        distributed.launch("stages.train", [], 2, hint="re-run", stopped="every finished epoch is kept in R")
+        launcher.launch("stages.train", [], 2, hint="re-run", stopped="every finished epoch is kept in R")
 
     with pytest.raises(SystemExit) as info:
         stage()
@@ -185,24 +186,24 @@ def test_a_stopped_run_ends_with_one_line_saying_what_was_kept(monkeypatch, caps
 
 def test_a_process_dies_with_its_launcher(tmp_path):
     # A stage killed outright (the OOM killer, SIGKILL) takes its training processes with it.
-    child = ("from stages.lib import distributed; distributed._die_with_parent(); import time; "
+    child = ("from stages.lib import launcher; launcher._die_with_parent(); import time; "
              "print('ready', flush=True); time.sleep(120)")
     parent = (f"import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', {child!r}], "
               "stdout=subprocess.PIPE, text=True); print(c.pid, c.stdout.readline().strip(), flush=True); "
               "time.sleep(120)")
-    launcher = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    parent_process = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        pid, ready = launcher.stdout.readline().split()
+        pid, ready = parent_process.stdout.readline().split()
         assert ready == "ready"
-        launcher.kill()
-        launcher.wait(timeout=30)
+        parent_process.kill()
+        parent_process.wait(timeout=30)
         deadline = time.monotonic() + 30
         while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
             assert time.monotonic() < deadline, "the training process outlived its launcher"
             time.sleep(0.05)
     finally:
-        launcher.kill()
-        launcher.stdout.close()
+        parent_process.kill()
+        parent_process.stdout.close()
 
 
 def failure(tmp_path, rank: int, exitcode: int, kind: str | None = None, message: str = ""):
@@ -211,7 +212,7 @@ def failure(tmp_path, rank: int, exitcode: int, kind: str | None = None, message
 
     error_file = tmp_path / f"error{rank}.json"
     if kind is not None:
-        distributed._record(str(error_file), kind, message)
+        stopping._record(str(error_file), kind, message)
     return ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=exitcode, error_file=str(error_file))
 
 
@@ -219,7 +220,7 @@ def root_cause(tmp_path, *failures) -> str:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     error = ChildFailedError("stages.train", {f.local_rank: f for f in failures})
-    return distributed._root_cause(error, 2, "re-run to resume")
+    return stopping.root_cause(error, 2, "re-run to resume")
 
 
 def test_the_launcher_names_a_killed_process_not_the_one_that_lost_it(tmp_path):
