@@ -19,7 +19,8 @@ centres. A run replaces the best so far only with a lower inertia and another pa
 What can differ from scikit-learn's: float rounding (a parallel sum on the GPU is not numpy's
 sequential one), which may tip a near-tie in the seeding or a label at a boundary; measured
 against scikit-learn in tests/lib/test_kmeans.py and by `benchmarks/gpu.sh` (the `kmeans 20,000`
-row: the accuracy within 0.005).
+row: the accuracy within 0.005). It adds nothing with atomics (the cluster sums are matrix
+products), so run to run on one GPU it should repeat itself bit for bit; not yet checked on a GPU.
 """
 
 from __future__ import annotations
@@ -85,6 +86,18 @@ def _squared_to_own(x: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor
     return out
 
 
+def _cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Each cluster's sum of its rows, as one-hot matrix products over chunks of rows: the same
+    bits on every run (on a GPU `index_add_` adds with atomics, in no fixed order)."""
+    sums = torch.zeros((k, x.shape[1]), dtype=x.dtype, device=x.device)
+    clusters = torch.arange(k, device=x.device)
+    step = max(1, CHUNK_BYTES // (x.element_size() * max(k, x.shape[1])))
+    for lo in range(0, len(x), step):
+        one_hot = (labels[lo : lo + step, None] == clusters[None, :]).to(x.dtype)
+        sums.addmm_(one_hot.T, x[lo : lo + step])
+    return sums
+
+
 def lloyd(x: torch.Tensor, centres: torch.Tensor, *, tol: float, max_iter: int = 300) -> tuple[torch.Tensor, float]:
     """Lloyd's iterations from `centres` as scikit-learn's `_kmeans_single_lloyd` (see the module's
     docstring); the final labels and inertia (the sum of squared distances to the own centre)."""
@@ -93,7 +106,7 @@ def lloyd(x: torch.Tensor, centres: torch.Tensor, *, tol: float, max_iter: int =
     converged = False
     for _ in range(max_iter):
         labels = _assign(x, centres)
-        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        sums = _cluster_sums(x, labels, k)
         counts = torch.bincount(labels, minlength=k).to(x.dtype)
         empty = (counts == 0).nonzero().flatten()
         if len(empty):  # scikit-learn's `_relocate_empty_clusters_dense`: the farthest points

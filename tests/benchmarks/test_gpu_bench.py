@@ -56,7 +56,8 @@ def test_the_quick_dry_run_measures_every_row_and_writes_each_at_once(capsys, tm
     gpu_bench.main(["--dry-run", "--quick", "--out", str(tmp_path)])
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     lines = (tmp_path / "rows.txt").read_text().splitlines()
-    assert len(lines) == len(rows) and all(line in capsys.readouterr().out for line in lines)
+    out = capsys.readouterr().out
+    assert len(lines) == len(rows) and all(line in out for line in lines)
     assert [r["elapsed_s"] for r in rows] == sorted(r["elapsed_s"] for r in rows)
     kinds = [r["row"] for r in rows]
     trained = ["classification", "normsoftmax", "supcon", "triplet", "triplet_batch_hard"]
