@@ -61,8 +61,8 @@ def compute_device(requested: str = "auto", need_bytes: int = 0) -> torch.device
     if device.type == "cuda" and need_bytes > 0:
         free, _ = torch.cuda.mem_get_info(device)
         if free < need_bytes:
-            log.warning("%s has %.1f GiB free, %.1f GiB needed: computing on the CPU instead (slower, the same "
-                        "metrics within K-means' tolerance)", _name(device), free / 2**30, need_bytes / 2**30)
+            log.warning("%s has %.1f GiB free, %.1f GiB needed: computing on the CPU instead (slower)",
+                        _name(device), free / 2**30, need_bytes / 2**30)
             return torch.device("cpu")
     return device
 
