@@ -252,7 +252,9 @@ def study_embedding(cfg: Config, device: torch.device) -> Result:
 # --- ours -----------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _host_pixels(cfg: Config) -> SplitData:
+    """`cfg.pool` random uint8 images and their labels, made once per size (only read after)."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (cfg.pool, cfg.size, cfg.size, 3), dtype=np.uint8)
     return SplitData(pixels, np.arange(cfg.pool) % N_CLASSES)
