@@ -40,8 +40,8 @@ SOURCE_SCAN = "test_every_rule_has_a_rejecting_case"
 GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "metrics": (
         ["stages/lib/metrics.py"], None,
-        ["tests/lib/test_metrics.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_edges.py",
-         "tests/lib/test_metrics_survivors.py", "tests/stages/test_evaluate_values.py"],
+        ["tests/lib/test_metrics_kmeans.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_search.py",
+         "tests/lib/test_metrics_scores.py", "tests/stages/test_evaluate_values.py"],
     ),
     "stats": (
         ["stages/lib/stats.py", "stages/lib/chance.py", "stages/lib/study_scoring.py"], None,

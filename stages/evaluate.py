@@ -4,7 +4,9 @@ K-means accuracy (Hungarian-matched, each image scored against its own label) wi
 bootstrap interval over test images, NMI, ARI, the spread over K-means initialisations,
 leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-normalised embeddings
 (`l2`), and the run's `leak` counts and `triplet_pool` (from training), written to
-`metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`.
+`metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`. On the
+device of `train.device` (a GPU: the neighbour search and K-means there; the CPU when the GPU is
+short of memory, saying so).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     # imported only now, so that `--help` answers at once
     import numpy as np
     import pandas as pd
+    import torch
 
     from stages.lib.arrays import load_npz
     from stages.lib.atomic import atomic_path, write_json
-    from stages.lib.metrics import evaluate_embeddings
+    from stages.lib.device import compute_device
+    from stages.lib.metrics import evaluate_bytes, evaluate_embeddings
 
     params = cli.params_of(args)
     data = load_npz(args.embeddings, ("embeddings", "labels", "paths", "rows", "run"))
@@ -48,11 +52,17 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.embeddings} has no readable run record ({exc}); re-run the embed stage") from None
     labels = data["labels"]
     e = params.evaluate
-    scores, per_image = evaluate_embeddings(
-        data["embeddings"], labels, n_init=e.kmeans_n_init, seed=e.kmeans_seed,
-        kmeans_repeats=e.kmeans_repeats, knn_k=e.knn_k, distance=e.distance,
-        bootstrap_resamples=e.bootstrap_resamples, bootstrap_seed=e.bootstrap_seed,
-    )
+    # Where training runs (`train.device`): the search and K-means on that GPU, or on the CPU when
+    # it is the CPU or when the GPU has too little memory free (saying so).
+    device = compute_device(params.train.device, evaluate_bytes(*data["embeddings"].shape))
+    settings = dict(n_init=e.kmeans_n_init, seed=e.kmeans_seed, kmeans_repeats=e.kmeans_repeats, knn_k=e.knn_k,
+                    distance=e.distance, bootstrap_resamples=e.bootstrap_resamples, bootstrap_seed=e.bootstrap_seed)
+    try:
+        scores, per_image = evaluate_embeddings(data["embeddings"], labels, device=device, **settings)
+    except torch.cuda.OutOfMemoryError:  # memory taken by another process since the check
+        log.warning("%s ran out of memory: computing on the CPU instead", device)
+        torch.cuda.empty_cache()
+        scores, per_image = evaluate_embeddings(data["embeddings"], labels, device=torch.device("cpu"), **settings)
     metrics = {
         **rounded(scores),
         "n_test": int(len(labels)),

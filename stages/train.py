@@ -83,7 +83,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     import torch
 
     from stages.lib import distributed
-    from stages.lib.device import configure_determinism
+    from stages.lib.device import configure_determinism, configure_tf32
     from stages.lib.leaks import no_leak
     from stages.lib.models import build_backbone, save_checkpoint
     from stages.lib.splitdata import read_classes
@@ -93,6 +93,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     classes = read_classes(args.splits)
     torch.manual_seed(args.seed)
     configure_determinism(params.train.deterministic, device)
+    configure_tf32(params.train.precision, device)  # precision fp32 (or auto on the CPU): no TF32 on CUDA
     backbone = build_backbone(params.model.name, weights_file(args.weights))
     method = method_cls(params.method_params(args.method), len(classes), backbone.num_features)
     meta = {

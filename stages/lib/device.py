@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import numpy as np
@@ -12,6 +13,8 @@ from stages.lib.errors import PipelineError
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, as in the study; a timm model's own config overrides them
 STD = (0.229, 0.224, 0.225)  # (`stages.lib.models.input_stats`)
+
+log = logging.getLogger("stages.device")
 
 
 def pick_device(requested: str, local_rank: int | None = None, processes: int = 1) -> torch.device:
@@ -58,9 +61,35 @@ def _current(device: torch.device) -> torch.device:
     return device
 
 
-def compute_device() -> torch.device:
-    """Where array work (the evaluate stage's neighbour search) runs: the GPU when there is one."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def compute_device(requested: str = "auto", need_bytes: int = 0) -> torch.device:
+    """Where array work (the evaluate stage's neighbour search and K-means) runs: the device of
+    `train.device` (`pick_device`: `auto` the GPU when there is one, `cuda:N` GPU N, `cpu`), so a
+    run pinned to a GPU, or to the CPU, evaluates there too. On a GPU with less than `need_bytes`
+    free (another run training beside it), the CPU instead, saying so in one log line."""
+    device = pick_device(requested)
+    if device.type == "cuda" and need_bytes > 0:
+        free, _ = torch.cuda.mem_get_info(device)
+        if free < need_bytes:
+            log.warning("%s has %.1f GiB free, %.1f GiB needed: computing on the CPU instead (slower)",
+                        _name(device), free / 2**30, need_bytes / 2**30)
+            return torch.device("cpu")
+    return device
+
+
+def _name(device: torch.device) -> str:
+    return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+
+
+def configure_tf32(precision: str, device: torch.device) -> bool:
+    """Where `precision` means fp32 (`autocast_dtype` is None: `fp32`, or `auto` off CUDA), TF32 off
+    for cuDNN convolutions and cuBLAS matrix products, which PyTorch otherwise lets run in TF32 on
+    CUDA (10-bit mantissas: `fp32` would not be fp32); elsewhere PyTorch's defaults (cuDNN may use
+    TF32, cuBLAS products stay fp32). Process-wide: the embed stage calls it (always fp32) and so
+    must training, at device set-up. Returns whether fp32 is meant."""
+    fp32 = autocast_dtype(precision, device) is None
+    torch.backends.cudnn.allow_tf32 = not fp32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return fp32
 
 
 def block_bytes(device: torch.device) -> int:
@@ -172,7 +201,8 @@ def normalise(
     `stages.lib.models.input_stats`); `flip` (bool per image) mirrors horizontally.
 
     Equal to the study's `ToTensor()` + `Normalize(mean, std)` after `RandomHorizontalFlip`:
-    the same float operations in the same order, so the same bits. On the CPU, `out` (a float32
+    the same float operations in the same order, so the same bits, on the CPU and on CUDA (where
+    every divisor is a tensor, see `_mean_std`). On the CPU, `out` (a float32
     tensor of the same shape, e.g. the previous batch's, no longer needed) is filled instead of a
     fresh tensor: a new 100 MB batch costs tens of thousands of page faults.
     """
@@ -188,16 +218,19 @@ def _normalise_torch(images: torch.Tensor, flip: torch.Tensor | None, stats: Sta
         images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
     x = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=torch.channels_last)
     x.copy_(images)
-    mean, std = _mean_std(x.device, stats)
-    return x.div_(255.0).sub_(mean).div_(std)
+    scale, mean, std = _mean_std(x.device, stats)
+    return x.div_(scale).sub_(mean).div_(std)
 
 
 @functools.cache
-def _mean_std(device: torch.device, stats: Stats) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and std on `device`, made once: `torch.tensor(..., device="cuda")` copies
-    from pageable host memory, which waits for the GPU to finish all queued work."""
+def _mean_std(device: torch.device, stats: Stats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """255, the mean and the std as tensors on `device`, made once: `torch.tensor(..., device="cuda")`
+    copies from pageable host memory, which waits for the GPU to finish all queued work. 255 too:
+    CUDA divides by a Python number as a multiplication by its float32 reciprocal, which puts about
+    half the pixel values 1 ulp off the division torchvision's `ToTensor` does; by a tensor, it divides."""
     mean, std = stats
-    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
+    return (torch.full((1, 1, 1, 1), 255.0, device=device), torch.tensor(mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 @functools.cache

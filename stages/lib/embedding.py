@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stages.lib.device import autocast_dtype, normalise, prepare_model, to_device
+from stages.lib.device import autocast_dtype, configure_tf32, normalise, prepare_model, to_device
 from stages.lib.models import input_stats
 
 
@@ -16,7 +16,9 @@ def embed_pixels(
 ) -> np.ndarray:
     """float32 embeddings (N x D) of uint8 pixels (N x H x W x 3), in order, normalised with the
     model's own mean and std (`input_stats`). The embed stage always uses `fp32` (the test images
-    are embedded in full precision whatever `train.precision` trained with)."""
+    are embedded in full precision whatever `train.precision` trained with); fp32 on CUDA too, TF32
+    off (`configure_tf32`)."""
+    configure_tf32(precision, device)
     stats = input_stats(backbone)
     backbone = prepare_model(backbone, device).eval()
     amp_dtype = autocast_dtype(precision, device)

@@ -27,13 +27,22 @@ from stages.lib.device import block_bytes, compute_device
 
 
 def kmeans_clusters(
-    embeddings: np.ndarray, n_clusters: int, *, n_init: int, seed: int, overwrite: bool = False
+    embeddings: np.ndarray, n_clusters: int, *, n_init: int, seed: int, overwrite: bool = False,
+    device: torch.device | None = None,
 ) -> np.ndarray:
     """Cluster ids from scikit-learn's K-means (`random_state=seed`, `n_init` initialisations).
 
     On a float64 copy made here, which K-means centres in place (`copy_x=False`: the same bits as
     K-means centring a copy of its own, one N x D float64 copy fewer). `overwrite`: `embeddings` is
-    a float64 array the caller no longer needs, used as it is (no copy at all)."""
+    a float64 array the caller no longer needs, used as it is (no copy at all).
+
+    On a CUDA `device`: the same K-means in torch on the GPU (`stages.lib.kmeans`: scikit-learn's
+    initialisations, float64; the same clustering but for float rounding at near-ties). Elsewhere
+    (the CPU, the default) scikit-learn's."""
+    if device is not None and device.type == "cuda":
+        from stages.lib.kmeans import kmeans_fit_predict
+
+        return kmeans_fit_predict(embeddings, n_clusters, n_init=n_init, seed=seed, device=device)
     x = np.asarray(embeddings, dtype=np.float64) if overwrite else np.array(embeddings, dtype=np.float64)
     kmeans = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed, copy_x=False)
     return kmeans.fit_predict(x)
@@ -76,11 +85,14 @@ def clustering_scores(
 
 
 def kmeans_accuracies(
-    embeddings: np.ndarray, labels: np.ndarray, *, n_init: int, seeds: Sequence[int]
+    embeddings: np.ndarray, labels: np.ndarray, *, n_init: int, seeds: Sequence[int],
+    device: torch.device | None = None,
 ) -> list[float]:
-    """K-means accuracy of one K-means run (k = number of classes, `n_init` initialisations) per seed."""
+    """K-means accuracy of one K-means run (k = number of classes, `n_init` initialisations) per seed
+    (on `device`, see `kmeans_clusters`)."""
     n_classes = len(np.unique(labels))
-    return [matched_accuracy(labels, kmeans_clusters(embeddings, n_classes, n_init=n_init, seed=s)) for s in seeds]
+    return [matched_accuracy(labels, kmeans_clusters(embeddings, n_classes, n_init=n_init, seed=s, device=device))
+            for s in seeds]
 
 
 DISTANCES = ("euclidean", "cosine")  # `evaluate.distance`
@@ -119,7 +131,7 @@ def retrieval_scores(
 
 def retrieval_by_distance(
     embeddings: np.ndarray, labels: np.ndarray, *, knn_k: int, distances: Sequence[str] = DISTANCES,
-    device: torch.device | None = None,
+    device: torch.device | None = None, cpu_product: str = "numpy",
 ) -> dict[str, dict[str, float]]:
     """`retrieval_scores` under each of `distances` (`RANKINGS`), from one pass over the data.
 
@@ -128,9 +140,11 @@ def retrieval_by_distance(
     (`torch.topk`, K = the largest class's other items, at least `knn_k`; equal distances in index
     order), then precision@1 and MAP@R on the block (`_block_precisions`: pytorch-metric-learning's
     formulas, vectorised) and `knn_vote`.
-    Memory is the N x D embeddings plus a block of N scores per query, so it grows linearly with
-    N; the block fits `device.block_bytes`. `device`: where to compute, by default the GPU when
-    there is one (`device.compute_device`); the CPU gives the same numbers within float rounding.
+    Memory is the N x D embeddings plus, per query of a block, N scores and the K neighbours kept
+    (`block_rows`), so it grows linearly with N; the block fits `device.block_bytes`. `device`:
+    where to compute, by default the GPU when there is one (`device.compute_device`); the CPU gives
+    the same numbers within float rounding. `cpu_product`: on the CPU, the block product through
+    numpy's BLAS (`numpy`, faster there) or torch's (`torch`, the GPU's code; see `_matmul`).
     `euclidean_l2` is `euclidean` on `l2_normalise(embeddings)`, without making that copy.
     """
     unknown = [d for d in distances if d not in RANKINGS]
@@ -140,14 +154,16 @@ def retrieval_by_distance(
     labels = np.asarray(labels)
     if x.ndim != 2 or labels.shape != (len(x),) or len(x) < 2:
         raise ValueError(f"need N x D embeddings and N labels with N >= 2, got {x.shape}, {labels.shape}")
+    if cpu_product not in ("numpy", "torch"):
+        raise ValueError(f"cpu_product must be numpy or torch, got {cpu_product!r}")
     device = device or compute_device()
     n = len(x)
-    items = _Items(x, device)
+    items = _Items(x, device, numpy_product=cpu_product == "numpy")
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     classes, counts = torch.unique(y, return_counts=True)
     k = min(max(int(counts.max()) - 1, knn_k), n - 1)  # neighbours kept per query: enough for R and for k
     votes = min(knn_k, n - 1)
-    rows = max(1, min(n, block_bytes(device) // (3 * 4 * n)))  # products, one distance and topk's work
+    rows = block_rows(n, k, block_bytes(device))
     sums = {d: np.zeros(4) for d in dict.fromkeys(distances)}  # P@1, AP@R, queries with another item, k-NN hits
     last = list(sums)[-1]
     # Two blocks allocated once and written in place: a new block of this size per step is fresh
@@ -176,6 +192,21 @@ def retrieval_by_distance(
     }
 
 
+# Bytes per query of a block for each neighbour kept (K per query, `_nearest` and
+# `_block_precisions`): topk's float32 values and int64 indices (12), the neighbours' int64 labels
+# (8), three bool masks (3), the int64 running count of hits and its product with the hits (16),
+# their float64 copy (8); 47, rounded up.
+NEIGHBOUR_BYTES = 48
+
+
+def block_rows(n: int, k: int, budget: int) -> int:
+    """Queries per block of the search of `n` items keeping `k` neighbours each, within `budget`
+    bytes: per query three float32 rows of N (products, one ranking's distances, topk's work) and
+    `NEIGHBOUR_BYTES` per neighbour kept (k + 1: one more to see ties at the k-th place). With one
+    class of most of a large set K is most of N, and the neighbours outweigh the distances."""
+    return max(1, min(n, budget // (3 * 4 * n + NEIGHBOUR_BYTES * (k + 1))))
+
+
 def _block_precisions(neighbour_labels: torch.Tensor, query_labels: torch.Tensor, others: torch.Tensor) -> np.ndarray:
     """[sum of precision@1, sum of AP@R, queries counted] over a block's queries that have another
     item of their class (`others` = R > 0), from their neighbours' labels, nearest first (at least R
@@ -202,7 +233,8 @@ class _Items:
 
     SHORT = 1 / 3
 
-    def __init__(self, x: np.ndarray, device: torch.device) -> None:
+    def __init__(self, x: np.ndarray, device: torch.device, numpy_product: bool = True) -> None:
+        self.numpy_product = numpy_product  # on the CPU, `_matmul` through numpy's BLAS
         mean = x.mean(axis=0, dtype=np.float64)
         n = len(x)
         self.x = torch.empty(x.shape, dtype=torch.float32, device=device)
@@ -231,7 +263,7 @@ class _Items:
     def products(self, lo: int, hi: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """(x_i - mean) . (x_j - mean) for the queries i in [lo, hi) and every item j (into `out`,
         a (hi - lo) x N float32 block on the device, if given)."""
-        return _matmul(self.x[lo:hi], self.x, out)
+        return _matmul(self.x[lo:hi], self.x, out, numpy_on_cpu=self.numpy_product)
 
     def distances(
         self, name: str, products: torch.Tensor, lo: int, hi: int, out: torch.Tensor | None = None
@@ -246,7 +278,7 @@ class _Items:
         if name == "euclidean":
             return torch.add(self.squares[None, :], products, alpha=-2, out=out)
         if self.unit is not None:
-            out = _matmul(self.unit[lo:hi], self.unit, out)
+            out = _matmul(self.unit[lo:hi], self.unit, out, numpy_on_cpu=self.numpy_product)
         else:
             out = torch.add(products, self.shift[None, :], out=out)
             out.add_(self.offset[lo:hi, None]).mul_(self.inverse_norm[lo:hi, None]).mul_(self.inverse_norm[None, :])
@@ -256,19 +288,17 @@ class _Items:
         return out
 
 
-# The search's block product on the CPU through numpy's BLAS (`_matmul`); False: torch's, as on
-# a GPU (the tests run the GPU's product code on the CPU this way).
-NUMPY_PRODUCT_ON_CPU = True
-
-
-def _matmul(queries: torch.Tensor, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def _matmul(
+    queries: torch.Tensor, items: torch.Tensor, out: torch.Tensor | None = None, *, numpy_on_cpu: bool = True
+) -> torch.Tensor:
     """queries @ items.T (float32), into `out` if given. On the CPU through numpy's BLAS: numpy's
     wheels bring OpenBLAS, whose float32 product ran 1.45 times as fast as torch's MKL on this
     project's AMD CPU (a 223 x 768 by 768 x 100,000 block: 195 ms against 284 ms, 2 threads),
-    and it is half of the search's time; on a GPU, torch's."""
+    and it is half of the search's time; on a GPU, torch's (`numpy_on_cpu=False`: torch's on the
+    CPU too, how the tests run the GPU's product code here)."""
     if out is None:
         out = torch.empty((len(queries), len(items)), dtype=torch.float32, device=queries.device)
-    if queries.device.type == "cpu" and NUMPY_PRODUCT_ON_CPU:
+    if queries.device.type == "cpu" and numpy_on_cpu:
         np.matmul(queries.numpy(), items.numpy().T, out=out.numpy())
     else:
         torch.mm(queries, items.T, out=out)
@@ -332,8 +362,10 @@ def evaluate_embeddings(
 
     Both views' retrieval comes from one search (`retrieval_by_distance`: one matrix product per
     block serves both rankings; with `distance: cosine` the two views rank alike and are searched
-    once), on `device` (default: the GPU when there is one). Memory stays linear in N: the
-    embeddings, one float64 copy for K-means at a time, and the search's blocks.
+    once), on `device` (default: the GPU when there is one), and K-means too: scikit-learn's on
+    the CPU, the same in torch on a CUDA device (`kmeans_clusters`). Memory stays linear in N: the
+    embeddings, one float64 copy for K-means at a time, and the search's blocks
+    (`evaluate_bytes`: what it needs on a GPU).
     """
     from stages.lib.stats import accuracy_ci
 
@@ -341,6 +373,7 @@ def evaluate_embeddings(
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     labels = np.asarray(labels)
     n_classes = len(np.unique(labels))
+    device = device or compute_device()
     ranking = {"": distance, "_l2": "euclidean_l2" if distance == "euclidean" else "cosine"}
     retrieval = retrieval_by_distance(embeddings, labels, knn_k=knn_k, distances=tuple(ranking.values()),
                                       device=device)
@@ -348,7 +381,8 @@ def evaluate_embeddings(
     per_image: dict[str, np.ndarray] = {}
     for view in ("", "_l2"):
         x = l2_normalise(embeddings) if view else embeddings
-        clusters = kmeans_clusters(x, n_classes, n_init=n_init, seed=seed, overwrite=bool(view))  # the L2 copy is ours
+        clusters = kmeans_clusters(x, n_classes, n_init=n_init, seed=seed, overwrite=bool(view),  # the L2 copy is ours
+                                   device=device)
         predicted = matched_predictions(labels, clusters)
         correct = predicted == labels
         view_scores = {
@@ -363,10 +397,18 @@ def evaluate_embeddings(
             scores["l2"] = view_scores
         else:
             scores.update(view_scores)
-            spread = kmeans_accuracies(x, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats))
+            spread = kmeans_accuracies(x, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats), device=device)
             scores["kmeans_init_std"] = float(np.std(spread))
         del x  # the L2-normalised copy, before the next one
     return scores, per_image
+
+
+def evaluate_bytes(n: int, dim: int) -> int:
+    """Device memory `evaluate_embeddings` needs for N x D embeddings on a GPU, beyond which the
+    evaluate stage computes on the CPU (`device.compute_device`): the search's float32 copy and
+    (rows far shorter than the mean) its L2-normalised one, K-means' float64 copy (4 + 4 + 8 bytes
+    per value), and room for blocks of at least 64 queries (their N distances three times over)."""
+    return n * dim * 16 + 64 * 3 * 4 * n + 2**28
 
 
 def embedding_scores(embeddings: np.ndarray, labels: np.ndarray, **settings) -> dict:

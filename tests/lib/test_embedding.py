@@ -1,5 +1,6 @@
 """`embed_pixels`: the embedding of an image depends on the image alone, not on `embed.batch_size`
-nor on where it stands in the input (within float rounding of the CPU's convolution kernels)."""
+nor on where it stands in the input (within float rounding of the CPU's convolution kernels); fp32
+is fp32 on CUDA too (TF32 off, pixels divided as torchvision divides them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import timm
 import torch
 
-from stages.lib.device import normalise, to_device
+from stages.lib import device
+from stages.lib.device import configure_tf32, normalise, to_device
 from stages.lib.embedding import embed_pixels
 from stages.lib.models import input_stats
 
@@ -63,3 +65,55 @@ def test_permuting_the_images_permutes_the_embeddings(backbone, pixels):
 def test_no_images_give_no_embeddings(backbone, pixels):
     out = embed_pixels(backbone, pixels[:0], CPU, 4)
     assert out.shape == (0, backbone.num_features) and out.dtype == np.float32
+
+
+@pytest.fixture
+def tf32_restored():
+    """PyTorch's TF32 switches put back as they were after the test (they are process-wide)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_embedding_in_fp32_turns_tf32_off_for_convolutions_and_products(backbone, pixels, tf32_restored):
+    # PyTorch lets cuDNN convolutions run in TF32 by default (10-bit mantissas on CUDA): "fp32" would not be.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    embed_pixels(backbone, pixels[:2], CPU, 2, "fp32")
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    embed_pixels(backbone, pixels[:2], CPU, 2, "bf16")  # mixed precision: PyTorch's defaults
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("precision", "where", "fp32"),
+    [("fp32", "cuda", True), ("fp32", "cpu", True), ("auto", "cpu", True), ("auto", "cuda", False),
+     ("bf16", "cuda", False), ("bf16", "cpu", False)],
+)
+def test_tf32_is_off_exactly_where_the_precision_means_fp32(tf32_restored, precision, where, fp32):
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    assert configure_tf32(precision, torch.device(where)) is fp32
+    assert torch.backends.cudnn.allow_tf32 is (not fp32) and torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_the_device_path_divides_by_tensors_and_gives_the_cpu_paths_bits(monkeypatch):
+    # CUDA divides by a Python number as a multiplication by its float32 reciprocal, which for 126
+    # of the 256 pixel values is not the division torchvision's ToTensor does (1 ulp off). The
+    # path `normalise` takes on CUDA must divide by tensors on the device only; run here on the CPU
+    # (where division is division either way) it gives the CPU path's bits.
+    values = torch.arange(256, dtype=torch.float32)
+    assert int((values * torch.tensor(1 / 255, dtype=torch.float32) != values / 255).sum()) == 126
+    divisors = []
+    div_ = torch.Tensor.div_
+
+    def watched(self, other, *args, **kwargs):
+        divisors.append(other)
+        return div_(self, other, *args, **kwargs)
+
+    pixels = np.random.default_rng(2).integers(0, 256, (5, 9, 7, 3), dtype=np.uint8)
+    images, flip = to_device(pixels, CPU), torch.tensor([True, False, True, False, False])
+    stats = ((0.5, 0.45, 0.4), (0.2, 0.25, 0.3))
+    monkeypatch.setattr(torch.Tensor, "div_", watched)
+    ours = device._normalise_torch(images, flip, stats)
+    monkeypatch.undo()
+    assert len(divisors) == 2 and all(isinstance(d, torch.Tensor) and d.device == images.device for d in divisors)
+    assert torch.equal(ours, device._normalise_cpu(images, flip, None, stats))

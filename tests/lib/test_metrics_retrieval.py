@@ -1,19 +1,23 @@
-"""Retrieval metrics (precision@1, MAP@R, k-NN accuracy) and K-means accuracy's spread over seeds,
-each checked on a case worked by hand, and the retrieval metrics against a naive loop."""
+"""Retrieval metrics (precision@1, MAP@R, k-NN accuracy): their values on cases worked by hand,
+against a naive loop and against pytorch-metric-learning, under each ranking (cosine, and the
+L2-normalised view with its zero rows), and the inputs they refuse."""
 
 from __future__ import annotations
 
-import json
+import re
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from stages import evaluate
 from stages.lib import metrics
-from stages.lib.arrays import save_npz
-from stages.lib.metrics import embedding_scores, knn_vote, retrieval_scores
+from stages.lib.metrics import (
+    RANKINGS,
+    knn_vote,
+    retrieval_by_distance,
+    retrieval_scores,
+)
+from tests.lib.metrics_cases import angle_distances, blobs, budget, naive, ranked
 
 # Six points on a line (as 1-D embeddings), classes A = 0 and B = 1:
 #   p0=0 A, p1=1 A, p2=3 B, p3=4.2 A, p4=6.5 B, p5=9.5 B
@@ -26,10 +30,15 @@ from stages.lib.metrics import embedding_scores, knn_vote, retrieval_scores
 #   q5: B A B A A   P@1 1   1/2
 # precision_at_1 = 3/6, map_at_r = (1/2 + 1/2 + 0 + 0 + 1/4 + 1/2) / 6 = 7/24
 LINE = np.array([0.0, 1.0, 3.0, 4.2, 6.5, 9.5])[:, None]
+
+
 LINE_LABELS = np.array([0, 0, 1, 0, 1, 1])
 
 
-def test_precision_at_1_and_map_at_r_by_hand():
+CHECK = "need N x D embeddings and N labels with N >= 2"
+
+
+def test_precision_at_1_and_map_at_r_are_those_worked_by_hand():
     s = retrieval_scores(LINE, LINE_LABELS, knn_k=1)
     assert s["precision_at_1"] == pytest.approx(3 / 6)
     assert s["map_at_r"] == pytest.approx(7 / 24)
@@ -48,8 +57,16 @@ def test_precision_at_1_and_map_at_r_by_hand():
         (50, 0.0),  # k is capped at N - 1 = 5
     ],
 )
-def test_knn_accuracy_by_hand(k, expected):
+def test_knn_accuracy_is_that_worked_by_hand(k, expected):
     assert retrieval_scores(LINE, LINE_LABELS, knn_k=k)["knn_acc"] == pytest.approx(expected)
+
+
+def test_precision_and_map_at_r_do_not_depend_on_the_knn_hits():
+    # The hand-worked line above: with k = 5 every k-NN vote is wrong (knn_acc 0),
+    # while precision@1 and MAP@R stay 3/6 and 7/24.
+    line, labels = np.array([0.0, 1.0, 3.0, 4.2, 6.5, 9.5])[:, None], np.array([0, 0, 1, 0, 1, 1])
+    assert retrieval_scores(line, labels, knn_k=5) == pytest.approx(
+        {"precision_at_1": 3 / 6, "map_at_r": 7 / 24, "knn_acc": 0.0})
 
 
 def test_knn_vote_is_the_majority_and_a_tie_goes_to_the_nearest_class():
@@ -72,139 +89,24 @@ def test_cosine_distance_ignores_length():
         retrieval_scores(x, y, knn_k=1, distance="manhattan")
 
 
-def naive(x: np.ndarray, y: np.ndarray, k: int) -> dict[str, float]:
-    """Leave-one-out retrieval by brute force; P@1 and MAP@R skip queries alone in their class."""
-    d = np.linalg.norm(x[:, None] - x[None], axis=2)
-    p1, ap, knn = [], [], []
-    for q in range(len(x)):
-        order = [i for i in np.argsort(d[q], kind="stable") if i != q]
-        rel = y[order] == y[q]
-        r = int(rel.sum())
-        top = list(y[order[:k]])
-        counts = {c: top.count(c) for c in top}
-        best = max(counts.values())
-        knn.append(next(c for c in top if counts[c] == best) == y[q])
-        if r == 0:
-            continue
-        p1.append(rel[0])
-        hits = np.cumsum(rel[:r])
-        ap.append(sum(hits[i] / (i + 1) for i in range(r) if rel[i]) / r)
-    return {"precision_at_1": float(np.mean(p1)), "map_at_r": float(np.mean(ap)), "knn_acc": float(np.mean(knn))}
+def test_two_items_are_enough():
+    scores = retrieval_scores(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([3, 3]), knn_k=5)
+    assert scores == {"precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0}
+
+
+def test_with_no_class_of_two_precision_and_map_at_r_are_undefined():
+    s = retrieval_scores(np.arange(5.0)[:, None], np.arange(5), knn_k=3)
+    assert np.isnan(s["precision_at_1"]) and np.isnan(s["map_at_r"]) and s["knn_acc"] == 0.0
 
 
 @pytest.mark.parametrize("k", [1, 4, 5])
 def test_retrieval_matches_a_naive_loop(monkeypatch, k):
-    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 60 * 7)  # blocks of 7 of the 60 queries
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(5), [1, 6, 11, 17, 25])  # one lone image (class 0): left out of P@1 and MAP@R
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: budget(7, y, k))  # blocks of 7 of the 60 queries
     centres = rng.normal(size=(5, 8)) * 1.5
     x = centres[y] + rng.normal(size=(len(y), 8)) + 100.0  # far from the origin: centring keeps float32 accurate
     assert retrieval_scores(x, y, knn_k=k) == pytest.approx(naive(x, y, k), abs=1e-9)
-
-
-def test_kmeans_init_std_is_over_single_initialisation_runs_from_kmeans_seed(monkeypatch):
-    # Scripted K-means: the study's run (10 inits, seed 7) is perfect; the single-init runs with seeds
-    # 7, 8, 9 score 1, 1/2, 3/4 -> population std sqrt(((1/4)^2 + (1/4)^2 + 0) / 3) = sqrt(1/24).
-    # The L2-normalised view repeats the study's run only.
-    labels = np.array([0, 0, 1, 1])
-    scripted = {(10, 7): [0, 0, 1, 1], (1, 7): [1, 1, 0, 0], (1, 8): [0, 1, 0, 1], (1, 9): [0, 0, 0, 1]}
-    calls = []
-
-    def fake_kmeans(embeddings, n_clusters, *, n_init, seed, overwrite=False):
-        calls.append((n_init, seed))
-        return np.array(scripted[(n_init, seed)])
-
-    monkeypatch.setattr(metrics, "kmeans_clusters", fake_kmeans)
-    x = np.array([[0.0], [0.1], [5.0], [5.1]])
-    s = embedding_scores(x, labels, n_init=10, seed=7, kmeans_repeats=3, knn_k=1)
-    assert calls == [(10, 7), (1, 7), (1, 8), (1, 9), (10, 7)]
-    assert s["kmeans_acc"] == 1.0 and s["kmeans_acc_ci95"] == [1.0, 1.0]
-    assert s["kmeans_init_std"] == pytest.approx(np.sqrt(1 / 24))
-    assert set(s) == {"kmeans_acc", "kmeans_acc_ci95", "nmi", "ari", "kmeans_init_std", "precision_at_1", "map_at_r",
-                      "knn_acc", "l2"}
-    assert set(s["l2"]) == {"kmeans_acc", "kmeans_acc_ci95", "nmi", "ari", "precision_at_1", "map_at_r", "knn_acc"}
-
-
-def test_separated_blobs_score_perfectly_with_no_spread():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(4), 20)
-    x = rng.normal(size=(4, 16))[labels] * 50 + rng.normal(size=(80, 16))
-    s = embedding_scores(x, labels, n_init=3, seed=0, kmeans_repeats=4, knn_k=5)
-    perfect = {"kmeans_acc": 1.0, "nmi": 1.0, "ari": 1.0, "precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0}
-    for view in (s, s["l2"]):
-        assert view["kmeans_acc_ci95"] == [1.0, 1.0]
-        assert {k: view[k] for k in perfect} == pytest.approx(perfect)
-    assert s["kmeans_init_std"] == 0.0
-
-
-def test_one_repeat_has_zero_spread():
-    rng = np.random.default_rng(1)
-    s = embedding_scores(rng.normal(size=(30, 4)), np.arange(30) % 3, n_init=2, seed=0, kmeans_repeats=1, knn_k=3)
-    assert s["kmeans_init_std"] == 0.0
-
-
-def test_the_l2_view_scores_directions_not_lengths():
-    # Two classes that differ only in direction, with lengths spread over three orders of magnitude:
-    # K-means on the raw embeddings splits by length, on L2-normalised ones by direction.
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1], 40)
-    angles = np.where(labels == 0, 0.0, np.pi / 2) + rng.normal(scale=0.05, size=80)
-    lengths = np.tile(np.r_[np.full(20, 1.0), np.full(20, 1000.0)], 2)
-    x = np.c_[np.cos(angles), np.sin(angles)] * lengths[:, None]
-    s = embedding_scores(x, labels, n_init=5, seed=0, kmeans_repeats=1, knn_k=3)
-    assert s["l2"]["kmeans_acc"] == 1.0
-    assert s["kmeans_acc"] < 0.8
-
-
-def test_per_image_results_are_the_matched_clustering(monkeypatch):
-    labels = np.array([3, 3, 3, 8, 8, 8])  # class ids need not be 0..k-1
-    x = np.array([[0.0], [0.1], [0.2], [9.0], [9.1], [0.3]])
-    scores, per_image = metrics.evaluate_embeddings(x, labels, n_init=3, seed=0, kmeans_repeats=1, knn_k=1,
-                                                    bootstrap_resamples=1000)
-    assert (per_image["predicted"] == np.array([3, 3, 3, 8, 8, 3])).all()
-    assert (per_image["correct"] == np.array([1, 1, 1, 1, 1, 0], dtype=bool)).all()
-    assert scores["kmeans_acc"] == pytest.approx(5 / 6)
-
-
-def test_the_evaluate_stage_writes_the_scores_of_its_params_and_the_run_record(tmp_path, params_file):
-    import yaml
-
-    params = yaml.safe_load(params_file.read_text())
-    params["evaluate"].update(kmeans_n_init=3, kmeans_seed=5, kmeans_repeats=2, knn_k=3, distance="cosine",
-                              bootstrap_resamples=2000, bootstrap_seed=11)
-    params_file.write_text(yaml.safe_dump(params))
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 6)
-    x = (rng.normal(size=(3, 8))[labels] + rng.normal(size=(18, 8)) * 0.8).astype(np.float32)
-    run = {"leak": {"test_in_train": 2, "test_in_pool": 7, "groups_across": 1, "val_in_train": 0,
-                    "anchors_outside_train": 0}, "triplet_pool": "study"}
-    save_npz(tmp_path / "emb.npz", embeddings=x, labels=labels, paths=np.array([f"p{i}" for i in range(18)]),
-             rows=np.arange(100, 118), run=np.array(json.dumps(run)))
-    evaluate.main(["--params", str(params_file), "--embeddings", str(tmp_path / "emb.npz"),
-                   "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv")])
-    written = json.loads((tmp_path / "m.json").read_text())
-    expected, per_image = metrics.evaluate_embeddings(
-        x, labels, n_init=3, seed=5, kmeans_repeats=2, knn_k=3, distance="cosine", bootstrap_resamples=2000,
-        bootstrap_seed=11)
-    assert written == evaluate.rounded({**expected, "n_test": 18, "n_classes": 3, **run})
-    table = pd.read_csv(tmp_path / "p.csv")
-    assert list(table["row"]) == list(range(100, 118)) and list(table["path"]) == [f"p{i}" for i in range(18)]
-    assert (table["predicted"] == per_image["predicted"]).all() and table["correct"].mean() == pytest.approx(
-        written["kmeans_acc"], abs=1e-6)
-
-
-def blobs(
-    n: int = 400, dim: int = 16, n_classes: int = 7, seed: int = 0, duplicates: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Overlapping classes (every metric strictly between 0 and 1), off the origin, with one class of a
-    single item and (`duplicates`) a few equal points of different classes."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, n_classes - 1, n)
-    y[0] = n_classes - 1  # alone in its class
-    x = rng.normal(size=(n_classes, dim))[y] * 0.5 + rng.normal(size=(n, dim)) + 3.0
-    if duplicates:
-        x[10:14] = x[20]
-    return x.astype(np.float32), y
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])
@@ -220,7 +122,7 @@ def test_blocked_search_gives_pytorch_metric_learnings_numbers(monkeypatch, dist
     measure = LpDistance(p=2, power=1, normalize_embeddings=False) if distance == "euclidean" else CosineSimilarity()
     reference = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count",
                                    device=torch.device("cpu"), knn_func=CustomKNN(measure)).get_accuracy(centred, y)
-    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 400 * 9)  # blocks of 9 queries
+    monkeypatch.setattr(metrics, "block_bytes", lambda device: budget(9, y, 5))  # blocks of 9 queries
     ours = retrieval_scores(x, y, knn_k=5, distance=distance)
     assert 0.2 < ours["precision_at_1"] < 0.95 and 0.1 < ours["map_at_r"] < 0.9
     # Both rank float32 distances (computed in other orders): at most a near-tie apart.
@@ -228,82 +130,25 @@ def test_blocked_search_gives_pytorch_metric_learnings_numbers(monkeypatch, dist
     assert ours["map_at_r"] == pytest.approx(reference["mean_average_precision_at_r"], abs=1 / len(x))
 
 
-def test_one_pass_serves_both_distances_and_cosine_is_euclidean_on_unit_vectors(monkeypatch):
-    x, y = blobs(seed=1)
-    monkeypatch.setattr(metrics, "block_bytes", lambda device: 3 * 4 * 400 * 50)
-    both = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean", "cosine"))
-    assert both["euclidean"] == retrieval_scores(x, y, knn_k=5)
-    assert both["cosine"] == retrieval_scores(x, y, knn_k=5, distance="cosine")
-    assert both["euclidean"] != both["cosine"]  # the data tells them apart
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    assert retrieval_scores(unit, y, knn_k=5) == pytest.approx(both["cosine"], abs=1 / len(x))
-
-
-def test_no_block_holds_n_by_n_and_every_query_is_searched_once(monkeypatch):
-    n = 1500
-    x, y = blobs(n=n, seed=2)
-    shapes = []
-    products = metrics._Items.products
-
-    def spy(self, lo, hi, out=None):
-        out = products(self, lo, hi, out)
-        shapes.append((lo, hi, tuple(out.shape)))
-        return out
-
-    monkeypatch.setattr(metrics._Items, "products", spy)
-    monkeypatch.setattr(metrics, "block_bytes", lambda device: 2**20)
-    blocked = retrieval_scores(x, y, knn_k=5)
-    assert all(hi - lo <= 2**20 // (12 * n) and shape == (hi - lo, n) for lo, hi, shape in shapes)
-    assert [lo for lo, _, _ in shapes] == sorted({lo for lo, _, _ in shapes}) and shapes[-1][1] == n
-    assert sum(hi - lo for lo, hi, _ in shapes) == n
-    monkeypatch.setattr(metrics, "block_bytes", lambda device: 2**34)  # everything in one block
-    assert retrieval_scores(x, y, knn_k=5) == pytest.approx(blocked, abs=1e-12)
-
-
-def test_equal_distances_rank_in_index_order():
-    # Items 0-3 at one point, classes 0, 1, 0, 1; items 4 and 5 (classes 0, 1) one apart, far away.
-    # Nearest others in index order: 0 -> 1 (wrong), 1 -> 0, 2 -> 0 (right), 3 -> 0, 4 -> 5, 5 -> 4.
-    x = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [5.0, 5.0], [5.0, 6.0]])
-    y = np.array([0, 1, 0, 1, 0, 1])
-    items = metrics._Items(x, torch.device("cpu"))
-    order = metrics._nearest(items.distances("euclidean", items.products(0, 6), 0, 6), 0, 2)
-    assert order.tolist() == [[1, 2], [0, 2], [0, 1], [0, 1], [5, 0], [4, 0]]
-    assert retrieval_scores(x, y, knn_k=1)["precision_at_1"] == pytest.approx(1 / 6)
-    # Many equal distances (which torch.topk returns in no particular order), at and past the k-th place.
-    x = np.zeros((40, 2))
-    x[::7] = 1.0
-    items = metrics._Items(x, torch.device("cpu"))
-    order = metrics._nearest(items.distances("euclidean", items.products(0, 40), 0, 40), 0, 5)
-    assert order[0].tolist() == [7, 14, 21, 28, 35] and order[1].tolist() == [2, 3, 4, 5, 6]
-
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_the_search_on_each_device_gives_the_naive_loops_numbers(device, monkeypatch):
-    # The code that runs on a GPU, run here on every device there is (on a GPU machine: the GPU too),
-    # in blocks sized as on a GPU with 64 KiB free, against the naive loop on the CPU.
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**16, 2**30))
-    rows = metrics.block_bytes(torch.device("cuda")) // (3 * 4 * 120)
-    assert rows == 2**14 // (12 * 120) == 11  # a quarter of what is free
-    monkeypatch.setattr(metrics, "block_bytes", lambda d: 2**14)
-    rng = np.random.default_rng(4)
-    y = np.repeat(np.arange(6), [2, 10, 14, 20, 30, 44])
-    x = rng.normal(size=(6, 8))[y] * 1.5 + rng.normal(size=(len(y), 8)) + 40.0
-    here = metrics.retrieval_by_distance(x, y, knn_k=5, distances=("euclidean",), device=torch.device(device))
-    assert here["euclidean"] == pytest.approx(naive(x, y, 5), abs=1e-9)
-    assert 0.3 < here["euclidean"]["map_at_r"] < 0.95  # the data leaves room to be wrong
-
-
-def test_the_stage_searches_on_the_compute_device(monkeypatch):
-    used = []
-    monkeypatch.setattr(metrics, "compute_device", lambda: used.append("asked") or torch.device("cpu"))
-    items = metrics._Items
-    monkeypatch.setattr(metrics, "_Items", lambda x, device: used.append(device) or items(x, device))
-    x, y = blobs(n=60, seed=5)
-    metrics.evaluate_embeddings(x, y, n_init=1, seed=0, kmeans_repeats=1, knn_k=3, bootstrap_resamples=10)
-    assert used == ["asked", torch.device("cpu")]  # asked once, for one search serving both views
+@pytest.mark.parametrize("lengths", ["alike", "spread"])
+def test_the_angle_rankings_with_zero_rows_equal_their_definitions(lengths):
+    # cosine: a zero row is at cosine 0 from every row (1 - cosine = 1), itself a zero row included;
+    # euclidean_l2: half the squared distance of L2-normalised rows, a zero row staying zero: 1/2 from a
+    # unit vector, 0 from another zero row. Lengths alike, or spread so that rows far shorter than the
+    # mean vector take the normalised copy. The rankings are searched in one pass, angles first.
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 40)
+    x = rng.normal(size=(4, 3))[y] + rng.normal(size=(40, 3)) * 0.8 + 1.0
+    if lengths == "spread":
+        x *= np.exp(rng.uniform(-5, 2, size=(40, 1)))
+    x[[3, 17, 30]] = 0.0
+    searched = retrieval_by_distance(x, y, knn_k=4, distances=("cosine", "euclidean_l2", "euclidean"))
+    cosine, l2 = ranked(angle_distances(x, 1.0, 1.0), y, 4), ranked(angle_distances(x, 0.0, 0.5), y, 4)
+    assert cosine != l2  # the zero rows tell the two apart
+    assert searched["cosine"] == pytest.approx(cosine, abs=1e-12)
+    assert searched["euclidean_l2"] == pytest.approx(l2, abs=1e-12)
+    assert searched["euclidean"] == retrieval_scores(x, y, knn_k=4)
+    assert retrieval_scores(x, y, knn_k=4, distance="cosine") == searched["cosine"]
 
 
 def test_the_l2_view_is_searched_as_l2_normalised_embeddings_zero_rows_included(monkeypatch):
@@ -325,3 +170,26 @@ def test_the_l2_view_is_searched_as_l2_normalised_embeddings_zero_rows_included(
                                             bootstrap_resamples=10)
     assert {k: cosine["l2"][k] for k in copy} == {k: cosine[k] for k in copy} == retrieval_scores(
         x, y, knn_k=5, distance="cosine")
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "labels"),
+    [
+        (np.zeros(4), np.zeros(4, dtype=int)),  # 1-D
+        (np.zeros((4, 2)), np.zeros(3, dtype=int)),  # a label short
+        (np.zeros((4, 2)), np.zeros((4, 1), dtype=int)),  # labels not 1-D
+        (np.zeros((1, 2)), np.zeros(1, dtype=int)),  # one item: nothing to retrieve
+    ],
+    ids=["1-D embeddings", "a label short", "2-D labels", "one item"],
+)
+def test_bad_inputs_are_refused_by_the_searchs_own_check(embeddings, labels):
+    with pytest.raises(ValueError, match=CHECK):
+        retrieval_scores(embeddings, labels, knn_k=1)
+
+
+@pytest.mark.parametrize(("distances", "named"), [(("euclidean", "manhattan"), "'manhattan'"), ((), "'none'")])
+def test_the_search_refuses_an_unknown_ranking_or_none(distances, named):
+    message = f"distance must be one of {RANKINGS}, got {named}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        retrieval_by_distance(np.zeros((3, 2)), np.zeros(3, dtype=int), knn_k=1, distances=distances)
+

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import yaml
 
@@ -38,3 +39,27 @@ def test_test_images_are_embedded_in_fp32_even_when_training_used_bf16(tmp_path)
         assert list(out["rows"]) == [5, 1, 3] and list(out["labels"]) == [1, 0, 1]
         assert json.loads(str(out["run"])) == {"leak": leak, "triplet_pool": "study"}
     assert yaml.safe_load(p.read_text())["train"]["precision"] == "bf16"
+
+
+@pytest.fixture
+def tf32_restored():
+    """PyTorch's TF32 switches put back as they were after the test (they are process-wide)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_the_stage_embeds_with_tf32_off(tmp_path, tf32_restored):
+    # PyTorch lets cuDNN convolutions run in TF32 on CUDA unless told not to: the stage's fp32 must be fp32.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    p = write_params(tmp_path / "params.yaml", tiny_params())
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "model", build_backbone("test_convnext"), None,
+                    {"model": "test_convnext", "image_size": 32, "classes": ["a"], "leak": {}})
+    np.save(tmp_path / "decoded.npy", np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    (tmp_path / "splits").mkdir()
+    pd.DataFrame({"row": [0, 1], "path": ["p0", "p1"], "label": [0, 0]}).to_csv(tmp_path / "splits" / "test.csv",
+                                                                             index=False)
+    embed.main(["--params", str(p), "--model", str(tmp_path / "model"), "--splits", str(tmp_path / "splits"),
+                "--decoded", str(tmp_path / "decoded.npy"), "--out", str(tmp_path / "e.npz")])
+    assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False

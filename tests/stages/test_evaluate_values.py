@@ -13,9 +13,11 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages import evaluate
+from stages.lib import metrics
 from stages.lib.arrays import save_npz
 from stages.lib.metrics import embedding_scores
 from stages.lib.params import load_params
@@ -97,3 +99,31 @@ def test_each_evaluate_param_reaches_the_metrics(tmp_path, run_stage, key):
     assert changed_settings == {**chosen_settings, ARGUMENT.get(key, key): CHANGED[key]}
     assert chosen != changed, f"evaluate.{key} {CHOSEN[key]} -> {CHANGED[key]} changed no metric"
     assert_written_as(changed, embedding_scores(x, labels, **changed_settings))
+
+
+def test_the_evaluate_stage_writes_the_scores_of_its_params_and_the_run_record(tmp_path, params_file):
+    import yaml
+
+    params = yaml.safe_load(params_file.read_text())
+    params["evaluate"].update(kmeans_n_init=3, kmeans_seed=5, kmeans_repeats=2, knn_k=3, distance="cosine",
+                              bootstrap_resamples=2000, bootstrap_seed=11)
+    params_file.write_text(yaml.safe_dump(params))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 6)
+    x = (rng.normal(size=(3, 8))[labels] + rng.normal(size=(18, 8)) * 0.8).astype(np.float32)
+    run = {"leak": {"test_in_train": 2, "test_in_pool": 7, "groups_across": 1, "val_in_train": 0,
+                    "anchors_outside_train": 0}, "triplet_pool": "study"}
+    save_npz(tmp_path / "emb.npz", embeddings=x, labels=labels, paths=np.array([f"p{i}" for i in range(18)]),
+             rows=np.arange(100, 118), run=np.array(json.dumps(run)))
+    evaluate.main(["--params", str(params_file), "--embeddings", str(tmp_path / "emb.npz"),
+                   "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv")])
+    written = json.loads((tmp_path / "m.json").read_text())
+    expected, per_image = metrics.evaluate_embeddings(
+        x, labels, n_init=3, seed=5, kmeans_repeats=2, knn_k=3, distance="cosine", bootstrap_resamples=2000,
+        bootstrap_seed=11)
+    assert written == evaluate.rounded({**expected, "n_test": 18, "n_classes": 3, **run})
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table["row"]) == list(range(100, 118)) and list(table["path"]) == [f"p{i}" for i in range(18)]
+    assert (table["predicted"] == per_image["predicted"]).all() and table["correct"].mean() == pytest.approx(
+        written["kmeans_acc"], abs=1e-6)
+
