@@ -57,10 +57,12 @@ try:  # the project's own building blocks: "ours" is the real code
     from stages.lib import distributed
     from stages.lib.device import MEAN, STD, autocast_dtype, prepare_model, process_group_backend
     from stages.lib.embedding import embed_pixels
-    from stages.lib.methods.classification import Classification, ClassificationParams
-    from stages.lib.methods.triplet import Triplet, TripletParams
+    from stages.lib.losses import ClassificationTraining as Classification
+    from stages.lib.losses import TripletTraining as Triplet
+    from stages.lib.methods.classification import ClassificationParams
+    from stages.lib.methods.triplet import TripletParams
     from stages.lib.schedule import build_optimizer
-    from stages.lib.trainer import Model, SplitData, _run_batches
+    from stages.lib.trainer import Model, SplitData, Step, _run_batches
 except ModuleNotFoundError as exc:
     sys.exit(
         f"benchmarks/gpu_bench.py runs the project's stages.lib, which imports {exc.name!r}, not installed "
@@ -234,12 +236,12 @@ def _host_pixels(cfg: Config) -> SplitData:
     return SplitData(pixels, np.arange(cfg.pool) % N_CLASSES)
 
 
-def _full_batches(method, labels: np.ndarray, per_batch: int, count: int) -> list[np.ndarray]:
+def _full_batches(method, data: SplitData, per_batch: int, count: int) -> list[np.ndarray]:
     """`count` of the method's own index arrays, full-sized only (so the compiled graph stays one)."""
     rng = np.random.default_rng(1)
     out: list[np.ndarray] = []
     while len(out) < count:
-        out += [b for b in method.epoch_batches(labels, rng) if len(b) == per_batch]
+        out += [b for b in method.split_batches(data, rng) if len(b) == per_batch]
     return out[:count]
 
 
@@ -257,12 +259,12 @@ def ours_training(cfg: Config, device: torch.device, method_name: str, compile_:
     model = prepare_model(Model(backbone, method.head()), device)
     optimizer = build_optimizer(model.parameters(), STUDY_OPTIMISER)  # fused Adam on CUDA
     forward = torch.compile(model.backbone) if compile_ else model.backbone
-    batches = _full_batches(method, data.labels, per_batch, cfg.warmup + cfg.steps)
+    batches = _full_batches(method, data, per_batch, cfg.warmup + cfg.steps)
     model.train()
 
     def run(chunk: list[np.ndarray], epoch: int) -> None:
-        _run_batches(model, method, data, chunk, device, optimizer=optimizer, flip_rng=np.random.default_rng(epoch),
-                     hflip=0.5, epoch=epoch, amp_dtype=torch.bfloat16, forward=forward)
+        step = Step(model, method, device, forward=forward, amp_dtype=torch.bfloat16, hflip=0.5)
+        _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
     _sync(device)
     start = time.perf_counter()
@@ -317,13 +319,12 @@ def _ddp_rank(rank: int, world: int, folder: str, cfg: Config, device_type: str)
         model = prepare_model(Model(backbone, None), device)
         optimizer = build_optimizer(model.parameters(), STUDY_OPTIMISER)
         net = distributed.wrap(model, device) if world > 1 else model.backbone
-        batches = _full_batches(method, data.labels, 3 * cfg.triplet_batch, cfg.warmup + cfg.steps)
+        batches = _full_batches(method, data, 3 * cfg.triplet_batch, cfg.warmup + cfg.steps)
         model.train()
 
         def run(chunk: list[np.ndarray], epoch: int) -> None:
-            _run_batches(model, method, data, chunk, device, optimizer=optimizer,
-                         flip_rng=np.random.default_rng(epoch), hflip=0.5, epoch=epoch,
-                         amp_dtype=autocast_dtype("auto", device), forward=net)
+            step = Step(model, method, device, forward=net, amp_dtype=autocast_dtype("auto", device), hflip=0.5)
+            _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
         start = time.perf_counter()
         run(batches[: cfg.warmup], 1)

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from stages.lib import distributed
 from stages.lib.distributed import World, shard
 from stages.lib.errors import stage_main
+from stages.lib.losses import training
 from stages.lib.methods import METHODS
 from stages.lib.params import params_from_dict
 from tests.helpers import ROOT, default_params
@@ -77,7 +78,7 @@ def test_a_process_without_an_item_embeds_a_stand_in_and_counts_none(monkeypatch
 def test_batch_wide_methods_have_no_head(name):
     # Under DDP a batch-wide loss is computed on every process over the gathered batch; a head after
     # the gather would get the whole batch's gradient on every process (N times too much).
-    method = METHODS.get(name)(params_from_dict(default_params()).method_params(name), 3, 8)
+    method = training(name)(params_from_dict(default_params()).method_params(name), 3, 8)
     assert method.head() is None
 
 
