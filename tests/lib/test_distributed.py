@@ -243,17 +243,17 @@ def test_a_process_own_error_is_the_line_as_it_is(tmp_path):
 
 
 def test_only_rank_0_writes(monkeypatch, tmp_path):
-    from stages.lib import trainer
+    from stages.lib import resume, trainer
 
     on(monkeypatch, 1, 2)
     trainer.write_curve(tmp_path / "curve.csv", [])
-    trainer._save_resume(tmp_path / "resume", {"epoch": 1})
+    resume.save_resume(tmp_path / "resume", {"epoch": 1})
     assert list(tmp_path.iterdir()) == []
     on(monkeypatch, 0, 2)
     trainer.write_curve(tmp_path / "curve.csv", [])
-    trainer._save_resume(tmp_path / "resume", {"epoch": 1})
+    resume.save_resume(tmp_path / "resume", {"epoch": 1})
     assert (tmp_path / "curve.csv").read_text() == "epoch,train_loss,val_loss,lr,best\n"
-    assert torch.load(tmp_path / "resume" / trainer.RESUME_FILE)["epoch"] == 1
+    assert torch.load(tmp_path / "resume" / resume.RESUME_FILE)["epoch"] == 1
     on(monkeypatch, 1, 2)
-    trainer.clear_resume(tmp_path / "resume")
-    assert (tmp_path / "resume" / trainer.RESUME_FILE).exists()
+    resume.clear_resume(tmp_path / "resume")
+    assert (tmp_path / "resume" / resume.RESUME_FILE).exists()

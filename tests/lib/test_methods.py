@@ -1,14 +1,13 @@
 """The method interface: every method is registered by name, built from its params section, samples
 its batches through the one signature the base class fixes, and (when it trains) has a training
-class with a head and a loss; a method's declaration imports no torch."""
+class with a head and a loss. (That the declarations import no torch is
+tests/stages/test_help.py::test_checking_params_imports_no_torch.)"""
 
 from __future__ import annotations
 
 import inspect
 import math
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from stages.lib.methods.supcon import SupConParams
 from stages.lib.methods.triplet_batch_hard import TripletBatchHardParams
 from stages.lib.params import params_from_dict
 from stages.lib.trainer import SplitData, fit
-from tests.helpers import ROOT, env, tiny_params
+from tests.helpers import tiny_params
 
 NEW = ["triplet_batch_hard", "supcon", "normsoftmax"]
 
@@ -74,15 +73,6 @@ def test_an_unknown_method_lists_the_registered_ones():
     with pytest.raises(PipelineError, match="unknown method 'nope'"):
         training("nope")
     assert {"classification", "pretrained", "triplet"} <= set(METHODS.names())
-
-
-def test_the_methods_declarations_import_no_torch():
-    code = ("import sys\nimport stages.lib.methods\n"
-            "print(' '.join(m for m in ('torch', 'pytorch_metric_learning') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
 
 
 @pytest.mark.parametrize("name", NEW)
