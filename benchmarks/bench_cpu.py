@@ -55,8 +55,10 @@ from benchmarks.bench_evaluate import fault, growth_text  # noqa: E402
 from stages.lib.decoded import decode_to_file, open_decoded  # noqa: E402
 from stages.lib.device import normalise, to_device  # noqa: E402
 from stages.lib.embedding import embed_pixels  # noqa: E402
-from stages.lib.methods.classification import Classification, ClassificationParams  # noqa: E402
-from stages.lib.methods.triplet import Triplet, TripletParams  # noqa: E402
+from stages.lib.losses import ClassificationTraining as Classification  # noqa: E402
+from stages.lib.losses import TripletTraining as Triplet  # noqa: E402
+from stages.lib.methods.classification import ClassificationParams  # noqa: E402
+from stages.lib.methods.triplet import TripletParams  # noqa: E402
 from stages.lib.metrics import clustering_scores  # noqa: E402
 from stages.lib.params import load_params  # noqa: E402
 from stages.lib.trainer import SplitData, fit  # noqa: E402
@@ -114,7 +116,7 @@ def ours_data_epoch(pixels: np.ndarray, labels: np.ndarray, method: Triplet, epo
     rng = np.random.default_rng([0, epoch])
     delivered = 0
     x = None  # refilled in place, as the trainer does
-    for index in method.epoch_batches(labels, rng):
+    for index in method.split_batches(SplitData(pixels, labels), rng):
         images = to_device(pixels[index], CPU)
         flip = torch.from_numpy(rng.random(len(index)) < hflip)
         x = normalise(images, flip, out=x)
@@ -126,7 +128,7 @@ def ours_host_epoch(pixels: np.ndarray, labels: np.ndarray, method: Triplet, epo
     """The host's share when `normalise` runs on a GPU: sample, gather, `to_device` (a view here)."""
     rng = np.random.default_rng([0, epoch])
     delivered = 0
-    for index in method.epoch_batches(labels, rng):
+    for index in method.split_batches(SplitData(pixels, labels), rng):
         delivered += len(to_device(pixels[index], CPU))
         rng.random(len(index))  # the flips
     return delivered

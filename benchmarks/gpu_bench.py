@@ -67,7 +67,7 @@ import torch.multiprocessing as mp  # noqa: E402
 from torch import nn  # noqa: E402
 
 try:  # the project's own building blocks: "ours" is the real code
-    from stages.lib import distributed, kmeans, metrics, trainer
+    from stages.lib import distributed, kmeans, metrics, resume, trainer
     from stages.lib.device import (
         MEAN,
         STD,
@@ -78,12 +78,15 @@ try:  # the project's own building blocks: "ours" is the real code
         process_group_backend,
     )
     from stages.lib.embedding import embed_pixels
+    from stages.lib.losses import ClassificationTraining as Classification
+    from stages.lib.losses import TripletTraining as Triplet
+    from stages.lib.losses import training
     from stages.lib.methods import METHODS
-    from stages.lib.methods.classification import Classification, ClassificationParams
-    from stages.lib.methods.triplet import Triplet, TripletParams
+    from stages.lib.methods.classification import ClassificationParams
+    from stages.lib.methods.triplet import TripletParams
     from stages.lib.params import load_params
     from stages.lib.schedule import build_optimizer
-    from stages.lib.trainer import Model, SplitData, _run_batches, fit
+    from stages.lib.trainer import Model, SplitData, Step, _run_batches, fit
 except ModuleNotFoundError as exc:
     sys.exit(
         f"benchmarks/gpu_bench.py runs the project's stages.lib, which imports {exc.name!r}, not installed "
@@ -260,12 +263,12 @@ def _host_pixels(cfg: Config) -> SplitData:
     return SplitData(pixels, np.arange(cfg.pool) % N_CLASSES)
 
 
-def _full_batches(method, labels: np.ndarray, per_batch: int, count: int) -> list[np.ndarray]:
+def _full_batches(method, data: SplitData, per_batch: int, count: int) -> list[np.ndarray]:
     """`count` of the method's own index arrays, full-sized only (so the compiled graph stays one)."""
     rng = np.random.default_rng(1)
     out: list[np.ndarray] = []
     while len(out) < count:
-        out += [b for b in method.epoch_batches(labels, rng) if len(b) == per_batch]
+        out += [b for b in method.split_batches(data, rng) if len(b) == per_batch]
     return out[:count]
 
 
@@ -285,12 +288,12 @@ def ours_training(cfg: Config, device: torch.device, method_name: str, compile_:
     if compile_:
         torch._dynamo.reset()  # the previous model's compiled graphs and guards: not this one's
     forward = torch.compile(model.backbone) if compile_ else model.backbone
-    batches = _full_batches(method, data.labels, per_batch, cfg.warmup + cfg.steps)
+    batches = _full_batches(method, data, per_batch, cfg.warmup + cfg.steps)
     model.train()
 
     def run(chunk: list[np.ndarray], epoch: int) -> None:
-        _run_batches(model, method, data, chunk, device, optimizer=optimizer, flip_rng=np.random.default_rng(epoch),
-                     hflip=0.5, epoch=epoch, amp_dtype=torch.bfloat16, forward=forward)
+        step = Step(model, method, device, forward=forward, amp_dtype=torch.bfloat16, hflip=0.5)
+        _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
     _sync(device)
     start = time.perf_counter()
@@ -346,13 +349,12 @@ def _ddp_rank(rank: int, world: int, folder: str, cfg: Config, device_type: str)
         model = prepare_model(Model(backbone, None), device)
         optimizer = build_optimizer(model.parameters(), STUDY_OPTIMISER)
         net = distributed.wrap(model, device) if world > 1 else model.backbone
-        batches = _full_batches(method, data.labels, 3 * cfg.triplet_batch, cfg.warmup + cfg.steps)
+        batches = _full_batches(method, data, 3 * cfg.triplet_batch, cfg.warmup + cfg.steps)
         model.train()
 
         def run(chunk: list[np.ndarray], epoch: int) -> None:
-            _run_batches(model, method, data, chunk, device, optimizer=optimizer,
-                         flip_rng=np.random.default_rng(epoch), hflip=0.5, epoch=epoch,
-                         amp_dtype=autocast_dtype("auto", device), forward=net)
+            step = Step(model, method, device, forward=net, amp_dtype=autocast_dtype("auto", device), hflip=0.5)
+            _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
         start = time.perf_counter()
         run(batches[: cfg.warmup], 1)
@@ -515,7 +517,7 @@ def _method(cfg: Config, name: str, features: int):
     if cfg is TINY:
         settings = dataclasses.replace(settings, batch_size=cfg.triplet_batch if name == "triplet" else
                                        cfg.classification_batch)
-    return METHODS.get(name)(settings, N_CLASSES, features)
+    return training(name)(settings, N_CLASSES, features)
 
 
 def pipeline_training(cfg: Config, device: torch.device, name: str, deterministic: bool) -> Result:
@@ -534,7 +536,7 @@ def pipeline_training(cfg: Config, device: torch.device, name: str, deterministi
     rng = np.random.default_rng(1)
     batches: list[np.ndarray] = []
     while len(batches) < cfg.warmup + cfg.steps:
-        epoch = method.epoch_batches(data.labels, rng)
+        epoch = method.split_batches(data, rng)
         size = max(len(b) for b in epoch)
         batches += [b for b in epoch if len(b) == size]  # full batches only
     batches = batches[: cfg.warmup + cfg.steps]
@@ -542,8 +544,8 @@ def pipeline_training(cfg: Config, device: torch.device, name: str, deterministi
     model.train()
 
     def run(chunk: list[np.ndarray], epoch: int) -> None:
-        _run_batches(model, method, data, chunk, device, optimizer=optimizer, flip_rng=np.random.default_rng(epoch),
-                     hflip=train.hflip, epoch=epoch, amp_dtype=amp)
+        step = Step(model, method, device, amp_dtype=amp, hflip=train.hflip)
+        _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
     _sync(device)
     start = time.perf_counter()
@@ -640,7 +642,7 @@ def fit_rows(cfg: Config, device: torch.device, rows: Rows, work: Path) -> None:
     finally:
         trainer._save_resume = save
     resumed, _ = run(folder)
-    trainer.clear_resume(folder)
+    resume.clear_resume(folder)
     again, back = _same_weights(first, second), _same_weights(first, resumed)
     rows.add({"row": "fit", "epochs": 2, "train_images": len(data.labels), "deterministic": train.deterministic,
               "seconds": seconds, "rerun_identical": again, "resumed_identical": back},

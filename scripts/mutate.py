@@ -54,9 +54,9 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     ),
     "samplers": (
         ["stages/lib/methods/triplet.py", "stages/lib/methods/balanced.py"], None,
-        ["tests/lib/test_methods.py", "tests/lib/test_methods_extra.py", "tests/lib/test_samplers_edges.py",
-         "tests/lib/test_triplet_batched.py", "tests/lib/test_params_rules.py",  # the rules test the checks
-         "-k", f"not one_epoch_of_fit and not one_batched_forward and not nothing_random and not {SOURCE_SCAN}"],
+        ["tests/lib/test_methods.py", "tests/lib/test_triplet_sampling.py", "tests/lib/test_balanced_batches.py",
+         "tests/lib/test_params_rules.py",  # the rules test the checks
+         "-k", f"not one_epoch_of_fit and not {SOURCE_SCAN}"],
     ),
     "data": (  # the data selection only: not the stages' entry points nor `_train`'s metadata, logs and files
         ["stages/split.py", "stages/train.py"],

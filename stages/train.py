@@ -85,9 +85,11 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     from stages.lib import distributed
     from stages.lib.device import configure_determinism, configure_tf32
     from stages.lib.leaks import no_leak
+    from stages.lib.losses import training
     from stages.lib.models import build_backbone, save_checkpoint
+    from stages.lib.resume import clear_resume, folder_digest
     from stages.lib.splitdata import read_classes
-    from stages.lib.trainer import clear_resume, fit, folder_digest, write_curve
+    from stages.lib.trainer import fit, write_curve
     from stages.weights import weights_file
 
     classes = read_classes(args.splits)
@@ -114,6 +116,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
         save_checkpoint(args.out, backbone, None, {**meta, "best_epoch": 0, "epochs": 0, "leak": no_leak()})
         log.info("%s: no training; saved the starting weights to %s", args.method, args.out)
         return
+    method = training(args.method)(method.params, method.n_classes, method.embed_dim)  # with its head and loss
     data, meta["leak"] = training_data(method, args.splits, args.decoded, params.model.image_size)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s%s",

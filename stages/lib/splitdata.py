@@ -60,10 +60,13 @@ class Rows:
         return len(self._rows)
 
     def __getitem__(self, index) -> np.ndarray:
+        rest: tuple = ()
+        if isinstance(index, tuple):  # rows[batch, y, x, c]: rows first, then the rest of the index
+            index, rest = index[0], index[1:]
         picked = self._rows[index]
         if np.ndim(picked) == 0:
-            return np.array(self._array[int(picked)])
-        return np.asarray(self._array[np.asarray(picked)])
+            return np.array(self._array[int(picked)][rest])
+        return np.asarray(self._array[np.asarray(picked)][(slice(None), *rest)])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = np.asarray(self._array[self._rows])

@@ -14,10 +14,10 @@ import torch.distributed as dist
 
 from stages.lib import distributed, launcher, stopping, trainer
 from stages.lib.errors import Interrupted
-from stages.lib.methods import METHODS
+from stages.lib.losses import training
 from stages.lib.models import build_backbone
 from stages.lib.params import params_from_dict
-from stages.lib.trainer import RESUME_FILE, Model, SplitData, _run_batches, fit
+from stages.lib.trainer import RESUME_FILE, Model, SplitData, Step, _run_batches, fit
 from tests.helpers import tiny_params
 
 # 21 training images: classification batches of 8, 8, 5 (the last splits 2 / 3 over two ranks);
@@ -54,7 +54,7 @@ CPU = torch.device("cpu")
 def method_and_backbone(name: str):
     torch.manual_seed(0)
     backbone = build_backbone("test_convnext")
-    cls = METHODS.get(name)
+    cls = training(name)
     return cls(cls.params_type(**METHOD_PARAMS[name]), N_CLASSES, backbone.num_features), backbone
 
 
@@ -83,8 +83,8 @@ def gradients(name: str) -> dict:
     rng = np.random.default_rng([0, 1])
     recorder = GradientRecorder(model)
     model.train()
-    loss = _run_batches(model, method, train, method.split_batches(train, rng), CPU, optimizer=recorder,
-                        flip_rng=rng, hflip=0.5, epoch=1, forward=net)
+    step = Step(model, method, CPU, forward=net, hflip=0.5)
+    loss = _run_batches(step, train, method.split_batches(train, rng), epoch=1, optimizer=recorder, flip_rng=rng)
     return {"steps": recorder.steps, "loss": loss}
 
 

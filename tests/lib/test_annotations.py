@@ -13,6 +13,7 @@ from stages.lib.errors import PipelineError
 from stages.lib.methods import METHODS
 from stages.lib.params import params_from_dict
 from stages.lib.splits import build_splits
+from stages.lib.trainer import SplitData
 from tests.helpers import tiny_params
 
 CLASSES = ("cat", "dog")
@@ -302,11 +303,7 @@ def test_triplet_method_draws_the_listed_negative_class():
     labels = np.array([0, 0, 1, 1, 2, 2])
     negatives = np.array([2, 2, 0, 0, 1, 1])
 
-    class Split:
-        pass
-
-    data = Split()
-    data.labels, data.negative_labels = labels, negatives
+    data = SplitData(np.zeros((len(labels), 2, 2, 3), dtype=np.uint8), labels, negatives)
     for seed in range(5):
         batches = method.split_batches(data, np.random.default_rng(seed))
         for batch in batches:

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from stages.lib import distributed, launcher, stopping
 from stages.lib.distributed import World, shard
 from stages.lib.errors import stage_main
+from stages.lib.losses import training
 from stages.lib.methods import METHODS
 from stages.lib.params import params_from_dict
 from tests.helpers import ROOT, default_params
@@ -78,7 +79,7 @@ def test_a_process_without_an_item_embeds_a_stand_in_and_counts_none(monkeypatch
 def test_batch_wide_methods_have_no_head(name):
     # Under DDP a batch-wide loss is computed on every process over the gathered batch; a head after
     # the gather would get the whole batch's gradient on every process (N times too much).
-    method = METHODS.get(name)(params_from_dict(default_params()).method_params(name), 3, 8)
+    method = training(name)(params_from_dict(default_params()).method_params(name), 3, 8)
     assert method.head() is None
 
 
@@ -243,17 +244,17 @@ def test_a_process_own_error_is_the_line_as_it_is(tmp_path):
 
 
 def test_only_rank_0_writes(monkeypatch, tmp_path):
-    from stages.lib import trainer
+    from stages.lib import resume, trainer
 
     on(monkeypatch, 1, 2)
     trainer.write_curve(tmp_path / "curve.csv", [])
-    trainer._save_resume(tmp_path / "resume", {"epoch": 1})
+    resume.save_resume(tmp_path / "resume", {"epoch": 1})
     assert list(tmp_path.iterdir()) == []
     on(monkeypatch, 0, 2)
     trainer.write_curve(tmp_path / "curve.csv", [])
-    trainer._save_resume(tmp_path / "resume", {"epoch": 1})
+    resume.save_resume(tmp_path / "resume", {"epoch": 1})
     assert (tmp_path / "curve.csv").read_text() == "epoch,train_loss,val_loss,lr,best\n"
-    assert torch.load(tmp_path / "resume" / trainer.RESUME_FILE)["epoch"] == 1
+    assert torch.load(tmp_path / "resume" / resume.RESUME_FILE)["epoch"] == 1
     on(monkeypatch, 1, 2)
-    trainer.clear_resume(tmp_path / "resume")
-    assert (tmp_path / "resume" / trainer.RESUME_FILE).exists()
+    resume.clear_resume(tmp_path / "resume")
+    assert (tmp_path / "resume" / resume.RESUME_FILE).exists()

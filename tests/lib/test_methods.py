@@ -1,101 +1,128 @@
-"""Methods: the registry, each loss against a naive computation, the triplet sampler."""
+"""The method interface: every method is registered by name, built from its params section, samples
+its batches through the one signature the base class fixes, and (when it trains) has a training
+class with a head and a loss. (That the declarations import no torch is
+tests/stages/test_help.py::test_checking_params_imports_no_torch.)"""
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
 
 import numpy as np
 import pytest
+import timm
 import torch
-from torch import nn
 
 from stages.lib.errors import PipelineError
+from stages.lib.losses import TRAINING, Training, training
 from stages.lib.methods import METHODS
-from stages.lib.methods.base import shuffled_batches
-from stages.lib.methods.classification import Classification, ClassificationParams
-from stages.lib.methods.triplet import Triplet, TripletParams, sample_triplets
+from stages.lib.methods.normsoftmax import NormSoftmaxParams
+from stages.lib.methods.supcon import SupConParams
+from stages.lib.methods.triplet_batch_hard import TripletBatchHardParams
 from stages.lib.params import params_from_dict
+from stages.lib.trainer import SplitData, fit
 from tests.helpers import tiny_params
+
+NEW = ["triplet_batch_hard", "supcon", "normsoftmax"]
+
+
+def split(labels: np.ndarray) -> SplitData:
+    return SplitData(np.zeros((len(labels), 2, 2, 3), dtype=np.uint8), labels)
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_builds_from_its_params_section(name):
+def test_every_method_builds_from_its_params_section_and_samples_the_split(name):
     params = params_from_dict(tiny_params(methods=[name]))
     method = METHODS.get(name)(params.method_params(name), n_classes=3, embed_dim=8)
     assert method.name == name
     if method.trains:
-        batches = method.epoch_batches(np.array([0, 0, 1, 1, 2, 2]), np.random.default_rng(0))
+        labels = np.array([0, 0, 1, 1, 2, 2])
+        batches = method.split_batches(split(labels), np.random.default_rng(0))
         assert all(len(b) > 0 for b in batches)
+        shown = np.concatenate(batches)
+        assert set(shown) <= set(range(6)) and set(labels[shown]) == {0, 1, 2}
 
 
-def test_unknown_method_lists_the_registered_ones():
+def parameters(function) -> list[tuple[str, inspect._ParameterKind]]:
+    return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
+
+
+def test_every_method_shares_the_signature_the_base_class_fixes():
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        assert parameters(cls.split_batches) == [("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+            (n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("data", "rng")
+        ], name
+        assert set(vars(cls)) & {"epoch_batches", "head", "loss"} == set(), name  # torch is the training class's
+    for name in TRAINING.names():
+        cls = training(name)
+        for hook in ("split_batches", "head", "loss"):
+            assert parameters(getattr(cls, hook)) == parameters(getattr(Training, hook)), (name, hook)
+
+
+def test_every_method_that_trains_has_a_training_class_and_only_those():
+    assert TRAINING.names() == [n for n in METHODS.names() if METHODS.get(n).trains]
+    for name in TRAINING.names():
+        assert issubclass(training(name), METHODS.get(name)) and training(name).name == name
+
+
+def test_an_unknown_method_lists_the_registered_ones():
     with pytest.raises(PipelineError, match=re.escape(", ".join(METHODS.names()))):
         METHODS.get("nope")
+    with pytest.raises(PipelineError, match="unknown method 'nope'"):
+        training("nope")
     assert {"classification", "pretrained", "triplet"} <= set(METHODS.names())
 
 
-def test_classification_loss_is_cross_entropy_of_a_linear_head():
+@pytest.mark.parametrize("name", NEW)
+def test_the_defaults_of_the_in_batch_and_cosine_methods_are_valid(name):
+    params = params_from_dict(tiny_params(methods=[name]))
+    method = training(name)(params.method_params(name), n_classes=3, embed_dim=8)
+    assert method.name == name and method.indices_per_item == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "key"),
+    [
+        ("triplet_batch_hard", {"batch_size": 8, "images_per_class": 1, "margin": 1.0}, "images_per_class"),
+        ("triplet_batch_hard", {"batch_size": 6, "images_per_class": 4, "margin": 1.0}, "batch_size"),
+        ("triplet_batch_hard", {"batch_size": 8, "images_per_class": 2, "margin": 0.0}, "margin"),
+        ("supcon", {"batch_size": 8, "images_per_class": 2, "temperature": 0}, "temperature"),
+        ("normsoftmax", {"batch_size": 0, "temperature": 0.05}, "batch_size"),
+        ("normsoftmax", {"batch_size": 8, "temperature": -1}, "temperature"),
+    ],
+)
+def test_a_bad_setting_names_its_key(name, section, key):
+    with pytest.raises(PipelineError, match=f"{name}.{key}"):
+        params_from_dict(tiny_params(methods=[name], **{name: section}))
+
+
+SMALL = {
+    "triplet_batch_hard": TripletBatchHardParams(batch_size=6, images_per_class=2, margin=1.0),
+    "supcon": SupConParams(batch_size=6, images_per_class=2, temperature=0.1),
+    "normsoftmax": NormSoftmaxParams(batch_size=6, temperature=0.05),
+}
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_one_epoch_of_fit_moves_the_weights_and_keeps_a_trained_head(name):
+    rng = np.random.default_rng(0)
+    make = lambda n, per: SplitData(  # noqa: E731
+        rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), np.arange(n, dtype=np.int64) // per
+    )
+    train, val = make(12, 4), make(6, 2)  # 3 classes: 4 training images each, 2 validation images each
+    raw = tiny_params()
+    raw["train"].update(epochs=1, warmup_epochs=0, cosine_t_max=1)
+    params = params_from_dict(raw).train
     torch.manual_seed(0)
-    method = Classification(ClassificationParams(batch_size=4), n_classes=3, embed_dim=5)
-    head = method.head()
-    assert isinstance(head, nn.Linear) and head.in_features == 5 and head.out_features == 3
-    x = torch.randn(4, 5)
-    y = torch.tensor([0, 2, 1, 2])
-    logits = x @ head.weight.T + head.bias
-    naive = -(logits.log_softmax(1)[torch.arange(4), y]).mean()
-    assert torch.allclose(method.loss(x, y, head), naive)
-
-
-def test_triplet_loss_matches_a_naive_loop():
-    torch.manual_seed(0)
-    method = Triplet(TripletParams(batch_size=3, margin=1.0), n_classes=3, embed_dim=6)
-    a, p, n = torch.randn(3, 6), torch.randn(3, 6), torch.randn(3, 6)
-    naive = []
-    for i in range(3):
-        d_ap = torch.sqrt(((a[i] - p[i] + 1e-7) ** 2).sum())  # torch's pairwise_distance adds eps
-        d_an = torch.sqrt(((a[i] - n[i] + 1e-7) ** 2).sum())
-        naive.append(torch.clamp(d_ap - d_an + 1.0, min=0))
-    loss = method.loss(torch.cat([a, p, n]), torch.zeros(9, dtype=torch.long), None)
-    assert torch.allclose(loss, torch.stack(naive).mean(), atol=1e-6)
-
-
-def test_sampled_triplets_follow_the_study():
-    labels = np.array([0] * 5 + [1] * 3 + [2] * 4)
-    triplets = sample_triplets(labels, np.random.default_rng(0))
-    assert sorted(triplets[:, 0]) == list(range(len(labels)))  # every image is an anchor once
-    for anchor, positive, negative in triplets:
-        assert labels[positive] == labels[anchor] and positive != anchor
-        assert labels[negative] != labels[anchor]
-    again = sample_triplets(labels, np.random.default_rng(0))
-    assert (again == triplets).all()
-
-
-def test_negative_classes_can_be_prescribed():
-    labels = np.array([0, 0, 1, 1, 2, 2])
-    negative = np.array([2, 2, 0, 0, 1, 1])
-    triplets = sample_triplets(labels, np.random.default_rng(1), negative_labels=negative)
-    for anchor, _, neg in triplets:
-        assert labels[neg] == negative[anchor]
-
-
-def test_a_lone_image_is_its_own_positive():
-    labels = np.array([0, 1, 1])
-    triplets = sample_triplets(labels, np.random.default_rng(0))
-    row = triplets[triplets[:, 0] == 0][0]
-    assert row[1] == 0
-
-
-def test_triplet_batches_put_anchors_positives_negatives_side_by_side():
-    labels = np.repeat(np.arange(3), 4)
-    method = Triplet(TripletParams(batch_size=5, margin=1.0), n_classes=3, embed_dim=4)
-    batches = method.epoch_batches(labels, np.random.default_rng(0))
-    assert [len(b) for b in batches] == [15, 15, 6]
-    for b in batches:
-        a, p, n = np.split(b, 3)
-        assert (labels[a] == labels[p]).all() and (labels[a] != labels[n]).all()
-
-
-def test_shuffled_batches_cover_every_index_once():
-    batches = shuffled_batches(10, 4, np.random.default_rng(0))
-    assert [len(b) for b in batches] == [4, 4, 2]
-    assert sorted(np.concatenate(batches)) == list(range(10))
+    backbone = timm.create_model("test_convnext", pretrained=False, num_classes=0)
+    start = {k: v.clone() for k, v in backbone.state_dict().items()}
+    method = training(name)(SMALL[name], 3, backbone.num_features)
+    result = fit(method, backbone, train, val, params, seed=0, device=torch.device("cpu"))
+    assert result.best_epoch == 1 and math.isfinite(result.best_val_loss) and result.best_val_loss > 0
+    assert any(not torch.equal(start[k], v) for k, v in result.backbone_state.items())
+    if name == "normsoftmax":  # the class weights are trained and kept with the checkpoint
+        assert result.head_state is not None and result.head_state["weight"].shape == (3, backbone.num_features)
+    else:
+        assert result.head_state is None

@@ -39,7 +39,7 @@ def test_the_pixels_are_the_tables_rows_in_table_order_however_indexed(decoded):
     assert len(pixels) == len(ROWS) and pixels.shape == copy.shape and pixels.dtype == np.uint8
     batch = np.array([5, 0, 1, 1])
     grid = np.array([[0, 2], [7, 3]])  # pictures: the neighbours of each query
-    for index in (batch, grid, slice(2, 6), slice(None), 4, -1):
+    for index in (batch, grid, slice(2, 6), slice(None), 4, -1, (slice(None), 0, 0, 0), (batch, 5), (2, 1)):
         got = pixels[index]
         assert isinstance(got, np.ndarray) and np.array_equal(got, copy[index]), index
     assert np.array_equal(np.asarray(pixels), copy) and np.asarray(pixels).flags.c_contiguous

@@ -2,7 +2,7 @@
 
 The study embedded anchors, positives and negatives in three separate forward passes; the
 trainer embeds the triplet batch's index array (anchors, then positives, then negatives) in one
-and `Triplet.loss` chunks it. ConvNeXt normalises with LayerNorm (per image, never across the
+and the triplet loss (`stages.lib.losses`) chunks it. ConvNeXt normalises with LayerNorm (per image, never across the
 batch) and the test model has no dropout or drop-path, so the two are the same mathematics:
 the loss and every gradient must agree to float rounding, in train mode as in eval mode.
 """
@@ -17,7 +17,9 @@ from timm.layers import DropPath
 from torch import nn
 
 from stages.lib.device import normalise, to_device
-from stages.lib.methods.triplet import Triplet, TripletParams, sample_triplets
+from stages.lib.losses import TripletTraining
+from stages.lib.methods.triplet import TripletParams
+from stages.lib.trainer import SplitData
 
 SIZE = 32
 N_IMAGES = 24
@@ -50,18 +52,6 @@ def test_the_test_model_has_nothing_random_or_batch_dependent():
     torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)  # train mode is deterministic
 
 
-def test_the_batch_layout_is_anchors_then_positives_then_negatives(data):
-    _, labels = data
-    method = Triplet(TripletParams(batch_size=BATCH, margin=1.0), N_CLASSES, 64)
-    batches = method.epoch_batches(labels, np.random.default_rng(7))
-    triplets = sample_triplets(labels, np.random.default_rng(7))
-    assert [len(b) for b in batches] == [15, 15, 15, 15, 12]
-    rebuilt = np.concatenate([b.reshape(3, -1).T for b in batches])
-    np.testing.assert_array_equal(rebuilt, triplets)
-    assert (labels[rebuilt[:, 0]] == labels[rebuilt[:, 1]]).all()
-    assert (labels[rebuilt[:, 0]] != labels[rebuilt[:, 2]]).all()
-
-
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in model.named_parameters()}
 
@@ -70,8 +60,8 @@ def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_one_batched_forward_equals_three_forwards(data, mode):
     pixels, labels = data
     cpu = torch.device("cpu")
-    method = Triplet(TripletParams(batch_size=BATCH, margin=1.0), N_CLASSES, 64)
-    batches = method.epoch_batches(labels, np.random.default_rng(3))
+    method = TripletTraining(TripletParams(batch_size=BATCH, margin=1.0), N_CLASSES, 64)
+    batches = method.split_batches(SplitData(pixels, labels), np.random.default_rng(3))
     flip_rng = np.random.default_rng(5)
     batched, separate = _backbone(), _backbone()
     getattr(batched, mode)()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from stages import embed, evaluate, train
-from stages.lib import trainer
+from stages.lib import resume, trainer
 from stages.lib.trainer import RESUME_FILE
 from tests.reliability.conftest import error_line, reliability_params
 
@@ -62,7 +62,7 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_bytes(workspace):
 def test_a_checkpoint_from_other_params_is_discarded_by_the_stage(workspace, monkeypatch, caplog):
     ws = workspace
     with monkeypatch.context() as mp:  # leave the finished run's checkpoint behind, as a kill would
-        mp.setattr(trainer, "clear_resume", lambda folder: None)  # the stage imports it when it runs
+        mp.setattr(resume, "clear_resume", lambda folder: None)  # the stage imports it when it runs
         train.main(ws.train_args("classification", "old"))
     stale = ws.root / "resume/old" / RESUME_FILE
     assert torch.load(stale, weights_only=True)["epoch"] == 4
@@ -81,11 +81,11 @@ def test_a_non_finite_loss_fails_the_stage_in_one_line_and_keeps_the_last_good_e
     ws = workspace
     real = trainer._run_batches
 
-    def run_batches(model, method, *args, **kwargs):
+    def run_batches(step, *args, **kwargs):
         if kwargs["epoch"] == 2 and kwargs["optimizer"] is not None:
-            loss = method.loss
-            monkeypatch.setattr(method, "loss", lambda *a: loss(*a) * float("inf"))
-        return real(model, method, *args, **kwargs)
+            loss = step.method.loss
+            monkeypatch.setattr(step.method, "loss", lambda *a: loss(*a) * float("inf"))
+        return real(step, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "_run_batches", run_batches)
     with pytest.raises(SystemExit) as info:

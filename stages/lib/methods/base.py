@@ -1,4 +1,9 @@
-"""The contract every method fulfils, and the registry decorator."""
+"""The contract every method fulfils, and the registry decorator.
+
+A method is declared here without torch (its params, how it samples batches, what the trainer
+needs to know about its loss), so checking params never imports torch; what it trains with (its
+head and loss) is `stages.lib.losses`, imported only where training runs.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,17 @@ import numpy as np
 
 from stages.lib.registry import Registry
 
-if TYPE_CHECKING:  # torch is imported where a method trains: the params check does not need it (1.3 s)
-    import torch
-    from torch import nn
+if TYPE_CHECKING:
+    from stages.lib.trainer import SplitData
 
 
 class Method:
-    """How to train: which head, which batches of indices, which loss on their embeddings.
+    """How to train: which batches of indices (`split_batches`), and, in `stages.lib.losses`, which
+    head and which loss on their embeddings.
 
-    `epoch_batches` returns index arrays into the split (it may repeat indices, e.g. the
-    anchors, positives and negatives of a triplet batch side by side); the trainer embeds
-    each array in one forward pass and hands the embeddings to `loss`.
+    `split_batches` returns index arrays into the split (it may repeat indices, e.g. the anchors,
+    positives and negatives of a triplet batch side by side); the trainer embeds each array in one
+    forward pass and hands the embeddings to the loss.
     """
 
     params_type: ClassVar[type]
@@ -31,8 +36,8 @@ class Method:
     batch_wide: ClassVar[bool] = False
     name: ClassVar[str]
     # Split tables to train / validate on instead of `train` / `val` when the split stage wrote
-    # them (the study's triplet lists). Their rows carry `negative_label`, which `epoch_batches`
-    # then receives as `negative_labels=`.
+    # them (the study's triplet lists). Their rows carry `negative_label`, which `split_batches`
+    # then finds as the split's `negative_labels`.
     study_tables: ClassVar[dict[str, str]] = {}
     # Where a sampling method draws positives and negatives from (`triplet.pool`); None: no pool.
     pool: str | None = None
@@ -42,24 +47,10 @@ class Method:
         self.n_classes = n_classes
         self.embed_dim = embed_dim
 
-    def head(self) -> nn.Module | None:
-        """Trainable layers on top of the embedding (None: the embedding alone)."""
-        return None
-
-    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        """Index arrays, one per optimiser step, for one pass over a split with these labels."""
+    def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
+        """Index arrays, one per optimiser step, for one pass over a decoded split (its `labels`, and
+        where a method uses them its `negative_labels`, `anchors` and `images`), drawn from `rng` only."""
         raise NotImplementedError
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
-        """Mean loss of one batch; `embeddings` and `labels` follow the batch's index array."""
-        raise NotImplementedError
-
-    def split_batches(self, data: Any, rng: np.random.Generator) -> list[np.ndarray]:
-        """`epoch_batches` for a decoded split (`labels`, optional `negative_labels`)."""
-        negatives = getattr(data, "negative_labels", None)
-        if negatives is None:
-            return self.epoch_batches(data.labels, rng)
-        return self.epoch_batches(data.labels, rng, negative_labels=negatives)  # type: ignore[call-arg]
 
 
 METHODS: Registry[type[Method]] = Registry("method")

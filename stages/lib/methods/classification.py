@@ -11,8 +11,7 @@ from stages.lib.methods.base import Method, register_method, shuffled_batches
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    from stages.lib.trainer import SplitData
 
 
 @dataclass(frozen=True)
@@ -27,24 +26,9 @@ class ClassificationParams:
 
 @register_method("classification")
 class Classification(Method):
-    """`Linear(embed_dim, n_classes)` + `CrossEntropyLoss`, shuffled batches of images."""
+    """Shuffled batches of images; `Linear(embed_dim, n_classes)` + `CrossEntropyLoss` (`stages.lib.losses`)."""
 
     params_type = ClassificationParams
 
-    def __init__(self, params: ClassificationParams, n_classes: int, embed_dim: int) -> None:
-        super().__init__(params, n_classes, embed_dim)
-        from torch import nn
-
-        self.criterion = nn.CrossEntropyLoss()
-
-    def head(self) -> nn.Module:
-        from torch import nn
-
-        return nn.Linear(self.embed_dim, self.n_classes)
-
-    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        return shuffled_batches(len(labels), self.params.batch_size, rng)
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
-        assert head is not None
-        return self.criterion(head(embeddings).float(), labels)
+    def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
+        return shuffled_batches(len(data.labels), self.params.batch_size, rng)

@@ -12,8 +12,7 @@ from stages.lib.methods.base import Method, register_method, shuffled_batches
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    from stages.lib.trainer import SplitData
 
 
 @dataclass(frozen=True)
@@ -30,23 +29,10 @@ class NormSoftmaxParams:
 
 @register_method("normsoftmax")
 class NormSoftmax(Method):
-    """A `CosineClassifier` head (trained and checkpointed with the backbone) and cross-entropy,
-    shuffled batches of images as the classification method."""
+    """Shuffled batches of images as the classification method; a cosine classifier head (trained and
+    checkpointed with the backbone) and cross-entropy (`stages.lib.losses`)."""
 
     params_type = NormSoftmaxParams
 
-    def head(self) -> nn.Module:
-        from stages.lib.methods.heads import CosineClassifier
-
-        return CosineClassifier(self.embed_dim, self.n_classes, self.params.temperature)
-
-    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        return shuffled_batches(len(labels), self.params.batch_size, rng)
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
-        assert head is not None
-        import torch
-        import torch.nn.functional as F
-
-        with torch.autocast(embeddings.device.type, enabled=False):  # logits / temperature in float32
-            return F.cross_entropy(head(embeddings.float()), labels)
+    def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
+        return shuffled_batches(len(data.labels), self.params.batch_size, rng)

@@ -12,8 +12,7 @@ from stages.lib.methods.base import Method, register_method
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    from stages.lib.trainer import SplitData
 
 
 @dataclass(frozen=True)
@@ -39,17 +38,5 @@ class SupCon(Method):
     params_type = SupConParams
     batch_wide = True  # every image is compared with the whole batch
 
-    def __init__(self, params: SupConParams, n_classes: int, embed_dim: int) -> None:
-        super().__init__(params, n_classes, embed_dim)
-        from pytorch_metric_learning.losses import SupConLoss  # imported on use: optional on a bare GPU box
-
-        self.criterion = SupConLoss(temperature=params.temperature)
-
-    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        return class_balanced_batches(labels, rng, self.params.batch_size, self.params.images_per_class)
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
-        import torch
-
-        with torch.autocast(embeddings.device.type, enabled=False):  # similarities / temperature in float32
-            return self.criterion(embeddings.float(), labels)
+    def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
+        return class_balanced_batches(data.labels, rng, self.params.batch_size, self.params.images_per_class)

@@ -9,7 +9,7 @@ anchor be its own positive: the study's exact sampling, kept to measure what it 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -17,8 +17,7 @@ from stages.lib.methods.base import Method, register_method
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    from stages.lib.trainer import SplitData
 
 POOLS = ("split", "study")
 
@@ -88,39 +87,22 @@ def sample_triplets(
 
 @register_method("triplet")
 class Triplet(Method):
-    """`TripletMarginLoss(margin, p=2, eps=1e-7)` on raw embeddings; one forward per batch."""
+    """One triplet per listed image (`sample_triplets`), `batch_size` triplets per step, embedded in one
+    forward; `TripletMarginLoss(margin, p=2, eps=1e-7)` on the raw embeddings (`stages.lib.losses`)."""
 
     params_type = TripletParams
     indices_per_item = 3
     study_tables = {"train": "triplet_train", "val": "triplet_val"}  # split.source: annotations
 
-    def __init__(self, params: TripletParams, n_classes: int, embed_dim: int) -> None:
-        super().__init__(params, n_classes, embed_dim)
-        from torch import nn
-
-        self.criterion = nn.TripletMarginLoss(margin=params.margin, p=2, eps=1e-7)
-
     @property
     def pool(self) -> str:
         return self.params.pool
 
-    def epoch_batches(
-        self, labels: np.ndarray, rng: np.random.Generator, negative_labels: np.ndarray | None = None,
-        *, anchors: np.ndarray | None = None, images: np.ndarray | None = None,
-    ) -> list[np.ndarray]:
+    def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
         triplets = sample_triplets(
-            labels, rng, negative_labels, anchors=anchors, images=images, self_positive=self.pool == "study"
+            data.labels, rng, data.negative_labels, anchors=data.anchors, images=data.images,
+            self_positive=self.pool == "study",
         )
         size = self.params.batch_size
         # Each step's indices: its anchors, then its positives, then its negatives.
         return [triplets[i : i + size].T.reshape(-1) for i in range(0, len(triplets), size)]
-
-    def split_batches(self, data: Any, rng: np.random.Generator) -> list[np.ndarray]:
-        return self.epoch_batches(
-            data.labels, rng, getattr(data, "negative_labels", None),
-            anchors=getattr(data, "anchors", None), images=getattr(data, "images", None),
-        )
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
-        anchor, positive, negative = embeddings.float().chunk(3)
-        return self.criterion(anchor, positive, negative)

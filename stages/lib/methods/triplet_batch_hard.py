@@ -12,8 +12,7 @@ from stages.lib.methods.base import Method, register_method
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
+    from stages.lib.trainer import SplitData
 
 
 @dataclass(frozen=True)
@@ -39,24 +38,5 @@ class TripletBatchHard(Method):
     params_type = TripletBatchHardParams
     batch_wide = True  # every image is compared with the whole batch
 
-    def __init__(self, params: TripletBatchHardParams, n_classes: int, embed_dim: int) -> None:
-        super().__init__(params, n_classes, embed_dim)
-        # imported on use, so the other methods run where pytorch-metric-learning is absent
-        from pytorch_metric_learning.distances import LpDistance
-        from pytorch_metric_learning.losses import TripletMarginLoss
-        from pytorch_metric_learning.miners import BatchHardMiner
-        from pytorch_metric_learning.reducers import MeanReducer
-
-        distance = LpDistance(p=2, power=1, normalize_embeddings=False)
-        self.miner = BatchHardMiner(distance=distance)
-        self.criterion = TripletMarginLoss(margin=params.margin, distance=distance, reducer=MeanReducer())
-
-    def epoch_batches(self, labels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        return class_balanced_batches(labels, rng, self.params.batch_size, self.params.images_per_class)
-
-    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
-        import torch
-
-        with torch.autocast(embeddings.device.type, enabled=False):  # distances in float32
-            x = embeddings.float()
-            return self.criterion(x, labels, self.miner(x, labels))
+    def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
+        return class_balanced_batches(data.labels, rng, self.params.batch_size, self.params.images_per_class)
