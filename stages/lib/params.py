@@ -209,6 +209,43 @@ class PicturesParams:
         _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
 
 
+# The comparisons the report can make: K-means accuracy (the one metric with per-image results and a
+# chance level) on either view of the embeddings.
+REPORT_METRICS = ("kmeans_acc",)
+REPORT_VIEWS = ("raw", "l2")
+
+
+@dataclass(frozen=True)
+class PrimaryParams:
+    """The report's primary question, per dataset (issue 20): `better` minus `than` on `metric` of
+    the `view` embeddings; every other comparison is secondary (Holm-adjusted)."""
+
+    better: str
+    than: str
+    metric: str
+    view: str
+
+    def check(self, where: str) -> None:
+        from stages.lib.methods import METHODS
+
+        for key in ("better", "than"):
+            _one_of(getattr(self, key), f"{where}.{key}", METHODS.names())
+        _require(self.better != self.than, f"{where}.than", f"a method other than better ({self.better})",
+                 self.than)
+        _one_of(self.metric, f"{where}.metric", REPORT_METRICS)
+        _one_of(self.view, f"{where}.view", REPORT_VIEWS)
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """The report stage: which comparison is its primary question."""
+
+    primary: PrimaryParams
+
+    def check(self, where: str) -> None:
+        self.primary.check(f"{where}.primary")
+
+
 @dataclass(frozen=True)
 class WeightsSource:
     """`sources.weights`: where the pretrained weights come from (null url: the timm hub file)."""
@@ -277,6 +314,7 @@ class Params:
     evaluate: EvaluateParams
     umap: UmapParams
     pictures: PicturesParams
+    report: ReportParams
 
     def source(self, dataset: str) -> Any:
         """The `sources.<dataset>` section."""
@@ -300,6 +338,7 @@ _FIXED_TOP = {
     "evaluate": EvaluateParams,
     "umap": UmapParams,
     "pictures": PicturesParams,
+    "report": ReportParams,
 }
 
 
@@ -398,7 +437,7 @@ def _check(p: Params, datasets, methods) -> None:
             if name not in accepted:
                 raise _KeyError(key, f"names from: {', '.join(accepted)}{more}", name)
         _require(len(set(names)) == len(names), key, "a list without repeats", names)
-    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures):
+    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures, p.report):
         section.check(_section_name(section))
     for name, section in p.sources.items():
         if hasattr(section, "check"):

@@ -17,18 +17,23 @@ from stages import report
 from stages.lib.errors import PipelineError
 from stages.lib.leaks import no_leak
 from stages.lib.params import params_from_dict
-from stages.lib.summary import METRICS, summarise_runs, summary_json
+from stages.lib.summary import METRICS, ONE_SEED, summarise_runs, summary_json
 from tests.helpers import default_params
 
 
-def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, scores=None, correct_l2=None):
+CHANCE = {"mean": 0.125, "p95": 0.25, "permutations": 200, "seed": 0}
+
+
+def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, scores=None, correct_l2=None,
+              chance=None, chance_l2=None):
     correct = np.asarray(correct)
     correct_l2 = correct if correct_l2 is None else np.asarray(correct_l2)
     n = len(correct)
     metrics = {"kmeans_acc": float(correct.mean()), "nmi": 0.5, "ari": 0.25, "precision_at_1": 0.5,
                "map_at_r": 0.5, "knn_acc": 0.5, **(scores or {}), "n_test": n, "n_classes": 2,
-               "leak": leak or no_leak()}
-    metrics["l2"] = {**{k: metrics[k] for k in METRICS}, "kmeans_acc": float(correct_l2.mean())}
+               "leak": leak or no_leak(), "kmeans_acc_chance": {**CHANCE, **(chance or {})}}
+    metrics["l2"] = {**{k: metrics[k] for k in METRICS}, "kmeans_acc": float(correct_l2.mean()),
+                     "kmeans_acc_chance": {**CHANCE, **(chance_l2 or chance or {})}}
     if pool:
         metrics["triplet_pool"] = pool
     path = root / "metrics" / dataset / method / f"seed{seed}.json"
@@ -72,16 +77,24 @@ def test_one_seed_intervals_and_the_paired_difference_by_hand(tmp_path):
     # Per-image differences: one +1 and seven 0s; k ~ Bin(8, 1/8): P(0) = 34% -> lo 0; P(k >= 4) = 1.1%,
     # P(k >= 3) = 6.7% -> hi 3/8.
     assert c["difference"] == 0.125 and c["ci95"] == [0.0, 0.375] and c["sign"] == 0
-    assert c["verdict"] == "no difference shown (95% CI includes 0)"
+    assert c["verdict"] == ONE_SEED and c["interval"] == "images" and c["claim"] is False
     assert c["per_seed"]["0"]["ci95"] == [0.0, 0.375] and "seed_std" not in c
 
 
-def test_a_difference_the_test_set_can_show_has_its_sign(tmp_path):
+def test_one_seed_shows_the_image_level_interval_and_makes_no_method_level_claim(tmp_path):
+    """Even a difference the test set shows (CI [62.5, 100]) is two trained models with one seed."""
     write_run(tmp_path, "pets", "classification", 0, [0, 0, 0, 0, 0, 0, 0, 1])
     write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 1, 1, 1, 1, 1], pool="split")
-    c = summary_of(tmp_path, params())["pets"]["comparisons"]["triplet_vs_classification"]
+    p = params()
+    c = summary_of(tmp_path, p)["pets"]["comparisons"]["triplet_vs_classification"]
     assert c["difference"] == 0.875 and c["ci95"] == [0.625, 1.0] and c["sign"] == 1
-    assert c["verdict"] == "triplet better than classification (95% CI excludes 0)"
+    assert c["verdict"] == ONE_SEED and c["claim"] is False and c["role"] == "primary" and "p_value" not in c
+    assert c["l2"]["verdict"] == ONE_SEED and c["l2"]["role"] == "secondary" and "p_holm" not in c["l2"]
+    text = report.markdown(summarise(tmp_path, p), p)
+    assert "better than classification" not in text and "worse than" not in text
+    line = next(x for x in text.splitlines() if x.startswith("**Primary question**"))
+    assert "image-level 95% CI [62.5, 100.0] (two trained models, one seed each)" in line
+    assert "compares two trained models on these test images, not two methods; no method-level claim" in line
     write_run(tmp_path, "pets", "triplet", 0, [0, 0, 0, 0, 0, 0, 0, 0], pool="split")
     c = summary_of(tmp_path, params())["pets"]["comparisons"]["triplet_vs_classification"]
     # k ~ Bin(8, 1/8) images lost: P(k <= 2) = 93.3%, P(k <= 3) = 98.9% -> lo -3/8; P(k = 0) = 34% -> hi 0.
@@ -101,7 +114,9 @@ def test_seed_means_spreads_and_pairing(tmp_path):
     assert c["difference"] == 0.25 and c["seed_std"] == 0.0
     # Every seed gains on exactly one of the 4 images, a different one on each seed.
     assert [c["per_seed"][str(k)]["difference"] for k in range(3)] == [0.25, 0.25, 0.25]
-    assert c["ci95"][0] <= 0.25 <= c["ci95"][1]
+    # The same gain on every seed: the t-interval over seeds has no width, and the verdict is the method's.
+    assert c["ci95"] == [0.25, 0.25] and c["interval"] == "seeds" and c["p_value"] == 0.0
+    assert c["verdict"] == "triplet better than classification (95% CI over 3 seeds excludes 0)" and c["claim"]
     # Swapping the sides flips the sign and mirrors the interval.
     for seed in range(3):
         write_run(tmp_path, "pets", "classification", seed, better[seed])
@@ -163,14 +178,19 @@ def test_runs_scored_on_other_test_images_are_refused(tmp_path):
 
 
 def test_the_comparison_sentence_names_methods_as_the_table_does(tmp_path):
-    """A randomly initialised `pretrained` is "untrained" in the table, and in its sentence too."""
-    write_run(tmp_path, "pets", "pretrained", 0, [0, 0, 0, 0, 0, 0, 1, 1])
-    write_run(tmp_path, "pets", "classification", 0, [1] * 8)
-    p = params(methods=["pretrained", "classification"], **{"model.pretrained": False})
+    """A randomly initialised `pretrained` is "untrained" in the table, and in its sentence too. The
+    primary pair (triplet, classification) was not run: every comparison is secondary, and said so."""
+    for seed in range(3):
+        write_run(tmp_path, "pets", "pretrained", seed, [0, 0, 0, 0, 0, 0, 1, 1])
+        write_run(tmp_path, "pets", "classification", seed, [1] * 8)
+    p = params(methods=["pretrained", "classification"], seeds=[0, 1, 2], **{"model.pretrained": False})
     text = report.markdown(summarise(tmp_path, p), p)
     assert "| untrained |" in text
-    line = next(x for x in text.splitlines() if x.startswith("- untrained vs classification"))
-    assert "untrained worse than classification (95% CI excludes 0)" in line and "pretrained" not in line, line
+    assert "**No primary question here**: the primary comparison (report.primary: triplet minus classification) " \
+        "was not run here (triplet not in methods)" in text
+    line = next(x for x in text.splitlines() if x.startswith("- secondary: untrained vs classification, raw"))
+    assert "untrained worse than classification (Holm-adjusted p = 0 over 2 secondary comparisons)" in line
+    assert "pretrained" not in line, line
 
 
 def test_the_l2_view_is_summarised_and_compared_as_the_raw_view_is_from_its_own_columns(tmp_path):
@@ -184,21 +204,22 @@ def test_the_l2_view_is_summarised_and_compared_as_the_raw_view_is_from_its_own_
     raw, l2 = summary.methods["triplet"].views["raw"], summary.methods["triplet"].views["l2"]
     assert (raw.mean["kmeans_acc"], raw.kmeans_acc_ci95) == (0.875, [0.625, 1.0])
     assert (l2.mean["kmeans_acc"], l2.kmeans_acc_ci95) == (1.0, [1.0, 1.0])
-    compared = summary.comparisons["triplet"]
-    assert (compared["raw"].pooled.difference, compared["raw"].pooled.sign) == (0.125, 0)
-    assert (compared["l2"].pooled.difference, compared["l2"].pooled.ci95, compared["l2"].pooled.sign) == (
-        1.0, [1.0, 1.0], 1)
+    compared = summary.comparisons["triplet_vs_classification"]
+    assert (compared["raw"].difference, compared["raw"].sign) == (0.125, 0)
+    assert (compared["l2"].difference, compared["l2"].ci95, compared["l2"].sign) == (1.0, [1.0, 1.0], 1)
     s = summary_json({"pets": summary})["pets"]
     assert s["triplet"]["kmeans_acc"] == 0.875 and s["triplet"]["l2"]["kmeans_acc"] == 1.0
-    assert set(s["triplet"]["l2"]) == {*METRICS, "kmeans_acc_ci95"}  # one seed: no spreads
+    assert set(s["triplet"]["l2"]) == {*METRICS, "kmeans_acc_ci95", "kmeans_acc_chance"}  # one seed: no spreads
     c = s["comparisons"]["triplet_vs_classification"]
-    assert c["difference"] == 0.125 and c["l2"]["difference"] == 1.0
-    assert c["l2"]["verdict"] == "triplet better than classification (95% CI excludes 0)"
+    assert c["difference"] == 0.125 and c["l2"]["difference"] == 1.0 and c["l2"]["ci95"] == [1.0, 1.0]
     text = report.markdown(whole, p)
-    line = next(x for x in text.splitlines() if x.startswith("- triplet vs classification"))
-    assert "K-means accuracy +12.5 points [0.0, 37.5]" in line and "L2-normalised: +100.0 [100.0, 100.0]" in line
+    line = next(x for x in text.splitlines() if x.startswith("**Primary question**"))
+    assert "on raw embeddings: +12.5 points, image-level 95% CI [0.0, 37.5]" in line
+    line = next(x for x in text.splitlines() if x.startswith("- secondary: triplet vs classification, L2"))
+    assert "+100.0 points, image-level 95% CI [100.0, 100.0]" in line
     row = next(x for x in text.splitlines() if x.startswith("| triplet |"))
-    assert "| 100.0% [100.0, 100.0] |" in row and row.startswith("| triplet | 87.5% [62.5, 100.0] |")
+    assert "| 100.0% [100.0, 100.0]; chance 12.5%, p95 25.0% |" in row
+    assert row.startswith("| triplet | 87.5% [62.5, 100.0]; chance 12.5%, p95 25.0% |")
 
 
 def test_the_markdown_shows_the_numbers_the_json_holds(tmp_path):
@@ -210,4 +231,4 @@ def test_the_markdown_shows_the_numbers_the_json_holds(tmp_path):
     summary = whole["pets"]
     assert summary.methods["classification"].views["raw"].mean["nmi"] == 0.333333
     assert summary_json({"pets": summary})["pets"]["classification"]["nmi"] == 0.333333
-    assert "| classification | 33.3% [0.0, 100.0] | 0.333 |" in report.markdown(whole, p)
+    assert "| classification | 33.3% [0.0, 100.0]; chance 12.5%, p95 25.0% | 0.333 |" in report.markdown(whole, p)
