@@ -20,7 +20,6 @@ from stages.lib.params import params_from_dict
 from stages.lib.summary import METRICS, ONE_SEED, summarise_runs, summary_json
 from tests.helpers import default_params
 
-
 CHANCE = {"mean": 0.125, "p95": 0.25, "permutations": 200, "seed": 0}
 
 
@@ -232,3 +231,139 @@ def test_the_markdown_shows_the_numbers_the_json_holds(tmp_path):
     assert summary.methods["classification"].views["raw"].mean["nmi"] == 0.333333
     assert summary_json({"pets": summary})["pets"]["classification"]["nmi"] == 0.333333
     assert "| classification | 33.3% [0.0, 100.0]; chance 12.5%, p95 25.0% | 0.333 |" in report.markdown(whole, p)
+
+
+def accuracies_to_correct(accuracies, n=20):
+    """Per-image right/wrong vectors of n images with these accuracies (multiples of 1/n)."""
+    return [[1] * round(a * n) + [0] * (n - round(a * n)) for a in accuracies]
+
+
+def test_the_method_level_interval_is_the_t_interval_over_per_seed_differences(tmp_path):
+    from scipy.stats import t
+
+    base = [0.50, 0.55, 0.45, 0.60]
+    better = [0.65, 0.60, 0.70, 0.70]  # per-seed differences +0.15, +0.05, +0.25, +0.10
+    for seed, (a, b) in enumerate(zip(better, base, strict=True)):
+        write_run(tmp_path, "pets", "classification", seed, accuracies_to_correct([b])[0])
+        write_run(tmp_path, "pets", "triplet", seed, accuracies_to_correct([a])[0], pool="split")
+    c = summary_of(tmp_path, params(seeds=[0, 1, 2, 3]))["pets"]["comparisons"]["triplet_vs_classification"]
+    d = [a - b for a, b in zip(better, base, strict=True)]
+    mean = sum(d) / 4
+    sd = (sum((x - mean) ** 2 for x in d) / 3) ** 0.5
+    half = t.ppf(0.975, 3) * sd / 4 ** 0.5  # 3.182 * 0.0854 / 2 = 0.136
+    assert c["difference"] == pytest.approx(0.1375, abs=1e-6)
+    assert c["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-6)
+    assert c["ci95"][0] > 0 and c["sign"] == 1 and c["seed_std"] == pytest.approx(sd, abs=1e-6)
+    assert c["verdict"] == "triplet better than classification (95% CI over 4 seeds excludes 0)"
+    # the per-seed image-level intervals stay, each seed's own
+    assert [c["per_seed"][str(s)]["difference"] for s in range(4)] == pytest.approx(d, abs=1e-6)
+
+
+def test_holm_over_three_secondary_comparisons_worked_example(tmp_path):
+    """classification, triplet, supcon on 3 seeds: 4 comparisons, of which triplet - classification
+    on raw embeddings is the primary one and the other three secondary, Holm-adjusted together.
+
+    Per-seed differences (20 test images): triplet L2 +0.05, +0.15, 0 (p = 0.270); supcon raw
+    +0.30, +0.35, +0.30 (p = 0.0028); supcon L2 -0.05, +0.10, +0.05 (p = 0.529). Holm: sorted
+    0.0028 x 3 = 0.0083; 0.270 x 2 = 0.539; 0.529 x 1 = 0.529, raised to the running maximum 0.539.
+    Only supcon raw is significant at 0.05."""
+    from scipy.stats import ttest_1samp
+
+    acc = {"classification": ([0.5] * 3, [0.5] * 3), "triplet": ([0.7, 0.75, 0.8], [0.55, 0.65, 0.5]),
+           "supcon": ([0.8, 0.85, 0.8], [0.45, 0.6, 0.55])}
+    for method, (raw, l2) in acc.items():
+        for seed in range(3):
+            write_run(tmp_path, "pets", method, seed, accuracies_to_correct([raw[seed]])[0],
+                      correct_l2=accuracies_to_correct([l2[seed]])[0], pool="split" if method != "classification"
+                      else None)
+    p = params(methods=["classification", "triplet", "supcon"], seeds=[0, 1, 2])
+    s = summary_of(tmp_path, p)["pets"]["comparisons"]
+    entries = {"triplet l2": s["triplet_vs_classification"]["l2"], "supcon raw": s["supcon_vs_classification"],
+               "supcon l2": s["supcon_vs_classification"]["l2"]}
+    naive_p = {name: ttest_1samp([a - 0.5 for a in acc[name.split()[0]][name.endswith("l2")]], 0).pvalue
+               for name in entries}
+    assert naive_p == pytest.approx({"triplet l2": 0.2697, "supcon raw": 0.00276, "supcon l2": 0.5286}, abs=1e-4)
+    order = sorted(naive_p, key=naive_p.get)
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(order):  # Holm by hand: (m - i) x p, running maximum, at most 1
+        running = max(running, min(1.0, (3 - i) * naive_p[name]))
+        adjusted[name] = running
+    assert adjusted["supcon l2"] == adjusted["triplet l2"]  # the running maximum is at work
+    assert s["triplet_vs_classification"]["role"] == "primary" and "p_holm" not in s["triplet_vs_classification"]
+    for name, c in entries.items():
+        assert c["role"] == "secondary" and c["comparisons"] == 3
+        assert c["p_value"] == pytest.approx(naive_p[name], abs=1e-6)
+        assert c["p_holm"] == pytest.approx(adjusted[name], abs=1e-6)
+    assert entries["supcon raw"]["sign"] == 1 and entries["supcon raw"]["claim"] is True
+    assert entries["supcon raw"]["verdict"] == (
+        "supcon better than classification (Holm-adjusted p = 0.00828 over 3 secondary comparisons)")
+    assert entries["triplet l2"]["sign"] == 0 and entries["supcon l2"]["sign"] == 0
+    # Bonferroni at 1 - 0.05 / 3 is wider than the 95% interval
+    ci, wide = entries["supcon raw"]["ci95"], entries["supcon raw"]["ci_simultaneous"]
+    assert wide[0] < ci[0] and wide[1] > ci[1]
+    text = report.markdown(summarise(tmp_path, p), p)
+    lines = text.splitlines()
+    assert next(x for x in lines if x.startswith("**Primary question**")).startswith(
+        "**Primary question**: triplet minus classification, K-means accuracy on raw embeddings: +25.0 points")
+    secondary = [x for x in lines if x.startswith("- secondary: ")]
+    assert [x.split(":")[1] for x in secondary] == [" triplet vs classification, L2-normalised embeddings",
+                                                    " supcon vs classification, raw embeddings",
+                                                    " supcon vs classification, L2-normalised embeddings"]
+    assert "Holm-adjusted p = 0.539" in secondary[0] and "Holm-adjusted p = 0.539" in secondary[2]
+
+
+def test_no_claim_rests_on_an_accuracy_inside_its_chance_band(tmp_path):
+    """triplet beats classification by 0.2 on every seed, but on seed 1 its accuracy (0.45) is at
+    or below its chance level's 95th percentile (0.45): no "better than" claim; classification
+    losing inside its own band would not matter."""
+    for seed, (a, b) in enumerate([(0.7, 0.5), (0.45, 0.25), (0.6, 0.4)]):
+        write_run(tmp_path, "pets", "classification", seed, accuracies_to_correct([b])[0],
+                  chance={"mean": 0.3, "p95": 0.45})
+        write_run(tmp_path, "pets", "triplet", seed, accuracies_to_correct([a])[0], pool="split",
+                  chance={"mean": 0.3, "p95": 0.45 if seed == 1 else 0.4})
+    p = params(seeds=[0, 1, 2])
+    s = summary_of(tmp_path, p)["pets"]
+    c = s["comparisons"]["triplet_vs_classification"]
+    assert c["ci95"] == [0.2, 0.2] and c["sign"] == 1 and c["claim"] is False
+    assert c["blocked_by_chance_seeds"] == [1] and "better than" not in c["verdict"]
+    assert c["verdict"].startswith("no claim: triplet's K-means accuracy is inside its chance band")
+    assert s["triplet"]["kmeans_acc_chance"] == {"mean": 0.3, "p95": 0.416667, "inside_band_seeds": [1]}
+    assert s["classification"]["kmeans_acc_chance"]["inside_band_seeds"] == [1, 2]
+    text = report.markdown(summarise(tmp_path, p), p)
+    assert "triplet better than" not in text
+    assert "- triplet's K-means accuracy on raw embeddings is inside its chance band (at or below the chance " \
+        "level's 95th percentile) on seed(s) 1: no \"better than\" claim rests on it." in text
+    # above the band on every seed: the claim is made
+    write_run(tmp_path, "pets", "triplet", 1, accuracies_to_correct([0.45])[0], pool="split",
+              chance={"mean": 0.3, "p95": 0.44})
+    c = summary_of(tmp_path, p)["pets"]["comparisons"]["triplet_vs_classification"]
+    assert c["claim"] is True and c["verdict"].startswith("triplet better than classification")
+
+
+def test_measured_coverage_is_printed_beside_the_intervals_under_090(tmp_path):
+    """docs/coverage.json: the image-level K-means interval covers 0.79 at n=30 (the closest
+    measured setting to 8 test images), the one-seed paired interval 0.89 at n=360; the t-interval
+    over 3 seeds 0.97 (nothing printed)."""
+    coverage = report.read_coverage()
+    write_run(tmp_path, "pets", "classification", 0, [1, 1, 1, 1, 1, 1, 0, 0])
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 1, 1, 1, 1, 0], pool="split")
+    p = params()
+    runs = report.read_runs(tmp_path / "metrics", tmp_path / "predictions", p.datasets, p.methods, p.seeds)
+    whole = summarise_runs(runs, p, coverage)
+    text = report.markdown(whole, p)
+    row = next(x for x in text.splitlines() if x.startswith("| triplet |"))
+    assert row.startswith("| triplet | 87.5% [62.5, 100.0] (measured coverage 0.79 at n=30); chance")
+    line = next(x for x in text.splitlines() if x.startswith("**Primary question**"))
+    assert "image-level 95% CI [0.0, 37.5] (two trained models, one seed each), measured coverage 0.89 at n=360" \
+        in line
+    assert summary_json(whole)["pets"]["triplet"]["kmeans_acc_ci95_coverage"] == {"coverage": 0.79, "at": "n=30"}
+    for seed in (1, 2):
+        write_run(tmp_path, "pets", "classification", seed, [1, 1, 1, 1, 1, 0, 0, 0])
+        write_run(tmp_path, "pets", "triplet", seed, [1, 1, 1, 1, 1, 1, 1, 0], pool="split")
+    p = params(seeds=[0, 1, 2])
+    runs = report.read_runs(tmp_path / "metrics", tmp_path / "predictions", p.datasets, p.methods, p.seeds)
+    text = report.markdown(summarise_runs(runs, p, coverage), p)
+    line = next(x for x in text.splitlines() if x.startswith("**Primary question**"))
+    assert "over 3 seeds (t, 2 df):" in line and "measured coverage" not in line
+    # the table's interval over 3 seeds and images: the two-stage bootstrap's 0.89 at 3 seeds
+    assert "(measured coverage 0.89 at 3 seeds)" in text
