@@ -9,7 +9,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup demo test lint bench mutate
 
+# `make` runs its recipes with .venv/bin first on PATH; your shell does not have it until you
+# activate .venv, so setup and demo end by saying how (the `dvc` commands of the README need it).
+ACTIVATE := @echo; echo "dvc and the project's python are in .venv: run \`source .venv/bin/activate\` in this shell \
+before the \`dvc\` commands (or call them as .venv/bin/dvc)"
+
 setup: $(STAMP)
+	$(ACTIVATE)
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +23,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c 'from stages.umap import warm_up; warm_up()'  # numba compiles umap-learn once
 	@touch $(STAMP)
 
+# The demo's numbers depend on torch's thread count (docs/results.md): 2 threads, as printed there,
+# whatever the cores, unless OMP_NUM_THREADS is set.
+demo: export OMP_NUM_THREADS ?= 2
 demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo
 	$(BIN)/python scripts/demo.py $(ARGS)
+	$(ACTIVATE)
 
 # One worker per core (pytest-xdist); a test file stays on one worker, so its module fixtures run
 # once; files go out in collection order, the slow ones first (tests/conftest.py: SLOW_FIRST).

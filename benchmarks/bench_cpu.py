@@ -18,7 +18,9 @@
 
 Each figure is the fastest of a few repetitions after a warm-up (other processes on a shared
 machine only ever slow a run down); the load average at the start is printed with the table.
-Prints a table and ends with `data path speed-up: <x>x`.
+Each figure is printed, and written to `--json`, as soon as it is measured; a part that fails is
+reported as failed and the rest still runs; a figure that comes out zero, negative or missing is
+printed as such, never divided by. Prints a table and ends with `data path speed-up: <x>x`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import torch  # noqa: E402
 
 from benchmarks import bench_evaluate  # noqa: E402
 from benchmarks import study_baseline as study  # noqa: E402
+from benchmarks.bench_evaluate import fault, growth_text  # noqa: E402
 from stages.lib.decoded import decode_to_file, open_decoded  # noqa: E402
 from stages.lib.device import normalise, to_device  # noqa: E402
 from stages.lib.embedding import embed_pixels  # noqa: E402
@@ -136,8 +139,9 @@ def best_rate(epoch_fn, epochs: int) -> float:
     for epoch in range(epochs + 1):
         seconds, delivered = timed(epoch_fn, epoch)
         if epoch:
-            rates.append(delivered / seconds)
-    return max(rates)
+            if seconds > 0:  # a clock that did not move says nothing
+                rates.append(delivered / seconds)
+    return max(rates) if rates else float("nan")
 
 
 def bench_data_path(paths: list[Path], labels: np.ndarray, work: Path, epochs: int) -> dict:
@@ -154,10 +158,10 @@ def bench_data_path(paths: list[Path], labels: np.ndarray, work: Path, epochs: i
         "images_per_epoch": 3 * len(paths),
         "study_images_per_s": study_ips,
         "ours_images_per_s": ours_ips,
-        "speedup": ours_ips / study_ips,
+        "speedup": ours_ips / study_ips if study_ips > 0 else None,
         "ours_host_only_images_per_s": host_ips,
         "decode_once_s": decode_s,
-        "decode_once_images_per_s": len(paths) / decode_s,
+        "decode_once_images_per_s": len(paths) / decode_s if decode_s > 0 else None,
     }
 
 
@@ -226,7 +230,8 @@ def bench_training(paths: list[Path], labels: np.ndarray, work: Path, size: int,
         for _ in range(repeats):
             study_s.append(timed(study_epoch)[0])
             ours_s.append(timed(ours_epoch)[0])
-        out[method] = {"study_s": min(study_s), "ours_s": min(ours_s), "speedup": min(study_s) / min(ours_s)}
+        out[method] = {"study_s": min(study_s), "ours_s": min(ours_s),
+                       "speedup": min(study_s) / min(ours_s) if min(ours_s) > 0 else None}
     return out
 
 
@@ -254,104 +259,227 @@ def umap_exact(points: np.ndarray, p) -> np.ndarray:
         return reducer.fit_transform(points)
 
 
-def bench_stages(pixels64: np.ndarray, n_embed: int, n_points: int, n_umap_small: int) -> dict:
+def bench_stages(decoded64: Path, n_embed: int, n_points: int, n_umap_small: int, figures: Figures | None = None
+                 ) -> dict:
+    """Embed, K-means and UMAP timings; each one recorded (and printed) as soon as it is measured."""
     warnings.filterwarnings("ignore", message="Graph is not fully connected")  # tiny warm-up inputs
-    out = {}
+    out: dict = {}
+
+    def done(key: str, value: dict) -> None:
+        out[key] = value
+        print(f"  {key}: " + ", ".join(f"{k} {number(v, '.2f') if isinstance(v, float) else v}"
+                                       for k, v in value.items()), flush=True)
+        if figures is not None:
+            figures.record("stages", out)
+
+    pixels64 = np.ascontiguousarray(open_decoded(decoded64, size=64))
     backbone = _backbone()
     images = pixels64[np.arange(n_embed) % len(pixels64)]
     embed_pixels(backbone, images[:256], CPU, 256)  # warm-up
     seconds = min(timed(embed_pixels, backbone, images, CPU, 256)[0] for _ in range(2))
-    out["embed"] = {"images": n_embed, "image_size": pixels64.shape[1], "s": seconds, "images_per_s": n_embed / seconds}
+    done("embed", {"images": n_embed, "image_size": pixels64.shape[1], "s": seconds,
+                   "images_per_s": n_embed / seconds if seconds > 0 else None})
 
     points, labels = clustered(n_points, 768, N_CLASSES)
     clustering_scores(points[:1000], labels[:1000], n_init=10, seed=0)  # warm-up
     seconds, scores = timed(clustering_scores, points, labels, n_init=10, seed=0)
-    out["evaluate"] = {"points": n_points, "s": seconds, "kmeans_acc": scores["kmeans_acc"]}
+    done("evaluate", {"points": n_points, "s": seconds, "kmeans_acc": scores["kmeans_acc"]})
 
     p = load_params(ROOT / "params.yaml").umap
     warm_s, _ = timed(project, points[:300], p)  # numba compiles umap's layout kernels
     seconds, _ = timed(project, points, p)
-    out["umap"] = {"points": n_points, "s": seconds, "first_call_jit_s": warm_s}
+    done("umap", {"points": n_points, "s": seconds, "first_call_jit_s": warm_s})
 
     small = points[:n_umap_small]
     umap_exact(points[:300], p)  # warm-up of the exact path's kernels
     approx_s, _ = timed(project, small, p)
     exact_s, _ = timed(umap_exact, small, p)
-    out["umap_small"] = {"points": n_umap_small, "approximate_s": approx_s, "exact_s": exact_s}
+    done("umap_small", {"points": n_umap_small, "approximate_s": approx_s, "exact_s": exact_s})
     return out
 
 
 # --- 4. evaluate at scale ------------------------------------------------------------------------
 
 
-def bench_evaluate_sizes(sizes: list[int]) -> list[dict]:
-    """The evaluate stage's metrics at each size, each in a fresh process (its own peak memory)."""
-    rows = []
+def bench_evaluate_sizes(sizes: list[int], figures: Figures | None = None) -> list[dict]:
+    """The evaluate stage's metrics at each size, each in a fresh process (its own peak memory).
+    Each size is recorded as soon as it is measured; one that fails is recorded as failed."""
+    rows: list[dict] = []
     for points in sizes:
-        rows.append(bench_evaluate.run_in_subprocess(points))
-        print(f"  evaluate {points} x 768: {rows[-1]['total_s']:.0f} s", flush=True)
+        try:
+            row = bench_evaluate.run_in_subprocess(points)
+        except Exception as exc:  # noqa: BLE001  (the table must still come)
+            row = {"points": points, "failed": _first_line(exc)}
+        rows.append(row)
+        if figures is not None:
+            figures.record("evaluate", rows)
+        print(f"  evaluate {points} x 768: " + (
+            f"failed: {row['failed']}" if "failed" in row else
+            f"{number(row.get('total_s'), '.0f')} s, peak {number(row.get('peak_rss_gib'), '.2f')} GiB, the evaluation "
+            f"added {number(_added(row), '.2f')} GiB"), flush=True)
     return rows
+
+
+def _added(row: dict) -> float | None:
+    """The memory the evaluation itself added (its peak less what the process held before it)."""
+    if "added_gib" in row:
+        return row["added_gib"]
+    if fault(row.get("peak_rss_gib")) or fault(row.get("rss_before_gib")):
+        return None
+    return row["peak_rss_gib"] - row["rss_before_gib"]
 
 
 def evaluate_lines(rows: list[dict]) -> list[tuple[str, str, str, str]]:
     out = []
     for r in rows:
+        if "failed" in r:
+            out.append((f"evaluate {r['points']} x 768", "-", "failed", r["failed"][:60]))
+            continue
         out.append((f"evaluate {r['points']} x {r['dim']}, {r['classes']} classes, whole stage incl. the L2 view "
-                    f"(K-means {r['kmeans_s']:.0f} s, search {r['retrieval_s']:.0f} s), s",
-                    "-", f"{r['total_s']:.1f}", f"peak {r['peak_rss_gib']:.2f} GiB"))
-    if len(rows) >= 2:  # the memory the evaluation itself added (peak less what was there before it)
-        own = [{"points": r["points"], "gib": r["peak_rss_gib"] - r["rss_before_gib"]} for r in rows]
-        per = (own[-1]["gib"] - own[0]["gib"]) / (own[-1]["points"] - own[0]["points"])
-        grow = {key: bench_evaluate.growth(rows, key) for key in ("total_s", "kmeans_s", "retrieval_s")}
-        out.append((f"  growth {rows[-2]['points']} -> {rows[-1]['points']}: time ~ N^{grow['total_s']:.2f} "
-                    f"(K-means ~ N^{grow['kmeans_s']:.2f}, search ~ N^{grow['retrieval_s']:.2f}); memory the "
-                    f"evaluation adds ~ N^{bench_evaluate.growth(own, 'gib'):.2f}, +{per * 1e5 * 1024:.0f} MiB per "
-                    "100,000 points", "-", "-", "-"))
+                    f"(K-means {number(r.get('kmeans_s'), '.0f')} s, "
+                    f"search {number(r.get('retrieval_s'), '.0f')} s), s",
+                    "-", number(r.get("total_s"), ".1f"),
+                    f"peak {number(r.get('peak_rss_gib'), '.2f')} GiB, +{number(_added(r), '.2f')} GiB"))
+    measured = [r for r in rows if "failed" not in r]
+    if len(measured) >= 2:  # the memory the evaluation itself added (peak less what was there before it)
+        own = [{"points": r["points"], "gib": _added(r)} for r in measured]
+        a, b = own[-2], own[-1]
+        if fault(a["gib"]) or fault(b["gib"]):
+            per = "not measured"
+        else:
+            per = f"+{(b['gib'] - a['gib']) / (b['points'] - a['points']) * 1e5 * 1024:.0f} MiB per 100,000 points"
+        out.append((f"  growth {a['points']} -> {b['points']}: time ~ {growth_text(measured, 'total_s')} "
+                    f"(K-means ~ {growth_text(measured, 'kmeans_s')}, "
+                    f"search ~ {growth_text(measured, 'retrieval_s')}); "
+                    f"memory the evaluation adds ~ {growth_text(own, 'gib')}, {per}", "-", "-", "-"))
     return out
 
 
 # --- the table --------------------------------------------------------------------------------
 
 
+def number(value: object, spec: str) -> str:
+    """`value` formatted, or "missing" / "not a number" (never an exception in the table)."""
+    if value is None:
+        return "missing"
+    if not isinstance(value, (int, float)) or not np.isfinite(value):
+        return "not a number"
+    return format(value, spec)
+
+
+def ratio(numerator: object, denominator: object, spec: str = ".1f") -> str:
+    """`numerator / denominator` as `11.5x`, or which of the two is zero, negative or missing
+    (never divided by)."""
+    why = fault(denominator) or fault(numerator)
+    if why:
+        return f"n/a ({why})"
+    return f"{format(numerator / denominator, spec)}x"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class Figures:
+    """The figures measured so far: each recorded (and written to the JSON file) as soon as it is
+    measured, so that what was measured survives a later failure."""
+
+    def __init__(self, path: Path | None, machine: dict) -> None:
+        self.path = path
+        self.data: dict = {"machine": machine}
+
+    def record(self, key: str, value: object) -> None:
+        self.data[key] = value
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+            tmp.replace(self.path)
+
+    def measure(self, key: str, fn, *args, **kwargs) -> dict:
+        """`fn(*args, **kwargs)` recorded under `key`, or `{"failed": "<error>"}` if it raised."""
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001  (the table must still come)
+            so_far = self.data.get(key)  # what a part recorded before it failed stays
+            value = {**(so_far if isinstance(so_far, dict) else {}), "failed": _first_line(exc)}
+            print(f"  {key} failed: {value['failed']}", flush=True)
+        self.record(key, value)
+        return value
+
+
+def _failed_row(what: str, section: dict) -> tuple[str, str, str, str]:
+    return (what, "-", "failed", section["failed"][:60])
+
+
 def table(m: dict, data: dict, train: dict, later: dict, evaluated: list[dict] | None = None) -> str:
-    rows = [
-        ("measurement", "study's way (baseline)", "ours", "ratio"),
-        (f"data path, triplet epoch at 224px ({data['images_per_epoch']} images), images/s",
-         f"{data['study_images_per_s']:.0f}", f"{data['ours_images_per_s']:.0f}", f"{data['speedup']:.1f}x"),
-        ("  ours, host side only (gather + to_device; normalise runs on the GPU there), images/s",
-         f"{data['study_images_per_s']:.0f}", f"{data['ours_host_only_images_per_s']:.0f}",
-         f"{data['ours_host_only_images_per_s'] / data['study_images_per_s']:.0f}x"),
-        (f"  one-time decode into the cache ({data['images_per_epoch'] // 3} images), s", "-",
-         f"{data['decode_once_s']:.2f}", ""),
-    ]
-    for method in ("classification", "triplet"):
-        r = train[method]
-        rows.append((f"training epoch, {method} ({train['train_images']} train + {train['val_images']} val "
-                     f"at {train['image_size']}px, test_convnext), s",
-                     f"{r['study_s']:.2f}", f"{r['ours_s']:.2f}", f"{r['speedup']:.1f}x"))
-    e, k, u, s = later["embed"], later["evaluate"], later["umap"], later["umap_small"]
+    g = dict.get
+    rows = [("measurement", "study's way (baseline)", "ours", "ratio")]
+    if "failed" in data:
+        rows.append(_failed_row("data path", data))
+    else:
+        study_ips = g(data, "study_images_per_s")
+        rows += [
+            (f"data path, triplet epoch at 224px ({g(data, 'images_per_epoch')} images), images/s",
+             number(study_ips, ".0f"), number(g(data, "ours_images_per_s"), ".0f"),
+             ratio(g(data, "ours_images_per_s"), study_ips)),
+            ("  ours, host side only (gather + to_device; normalise runs on the GPU there), images/s",
+             number(study_ips, ".0f"), number(g(data, "ours_host_only_images_per_s"), ".0f"),
+             ratio(g(data, "ours_host_only_images_per_s"), study_ips, ".0f")),
+            (f"  one-time decode into the cache ({g(data, 'images_per_epoch', 0) // 3} images), s", "-",
+             number(g(data, "decode_once_s"), ".2f"), ""),
+        ]
+    if "failed" in train and not any(m in train for m in ("classification", "triplet")):
+        rows.append(_failed_row("training epoch", train))
+    else:
+        for method in ("classification", "triplet"):
+            r = train.get(method, {"failed": train.get("failed", "missing")})
+            what = (f"training epoch, {method} ({g(train, 'train_images')} train + {g(train, 'val_images')} val "
+                    f"at {g(train, 'image_size')}px, test_convnext), s")
+            if "failed" in r:
+                rows.append(_failed_row(what, r))
+                continue
+            rows.append((what, number(g(r, "study_s"), ".2f"), number(g(r, "ours_s"), ".2f"),
+                         ratio(g(r, "study_s"), g(r, "ours_s"))))  # time: the study's over ours
+    missing = {"failed": later.get("failed", "missing")}  # a part not measured: why
+    e, k, u, s = (later.get(key, missing) for key in ("embed", "evaluate", "umap", "umap_small"))
     rows += [
-        (f"embed {e['images']} images at {e['image_size']}px (test_convnext), s", "-", f"{e['s']:.2f}",
-         f"{e['images_per_s']:.0f} img/s"),
-        (f"evaluate: K-means n_init=10 on {k['points']} x 768, s", "-", f"{k['s']:.2f}",
+        _failed_row("embed", e) if "failed" in e else
+        (f"embed {g(e, 'images')} images at {g(e, 'image_size')}px (test_convnext), s", "-", number(g(e, "s"), ".2f"),
+         f"{number(g(e, 'images_per_s'), '.0f')} img/s"),
+        _failed_row("evaluate", k) if "failed" in k else
+        (f"evaluate: K-means n_init=10 on {g(k, 'points')} x 768, s", "-", number(g(k, "s"), ".2f"),
          "target < 30 s"),
-        (f"umap on {u['points']} x 768, s (first call compiles: {u['first_call_jit_s']:.0f} s)", "-",
-         f"{u['s']:.2f}", "target < 30 s"),
-        (f"umap on {s['points']} points: umap-learn's own exact path vs ours (scikit-learn kNN), s",
-         f"{s['exact_s']:.2f}", f"{s['approximate_s']:.2f}", f"{s['exact_s'] / s['approximate_s']:.1f}x"),
+        _failed_row("umap", u) if "failed" in u else
+        (f"umap on {g(u, 'points')} x 768, s (first call compiles: {number(g(u, 'first_call_jit_s'), '.0f')} s)",
+         "-", number(g(u, "s"), ".2f"), "target < 30 s"),
+        _failed_row("umap, small", s) if "failed" in s else
+        (f"umap on {g(s, 'points')} points: umap-learn's own exact path vs ours (scikit-learn kNN), s",
+         number(g(s, "exact_s"), ".2f"), number(g(s, "approximate_s"), ".2f"),
+         ratio(g(s, "exact_s"), g(s, "approximate_s"))),
     ]
     rows += evaluate_lines(evaluated or [])
     width = [max(len(r[i]) for r in rows) for i in range(4)]
+    load = m.get("load_average") or []
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
         f"Python {m['python']}, {m['huge_pages']}, "
-        f"load average at start {', '.join(f'{x:.2f}' for x in m['load_average'] or [])}",
+        f"load average at start {', '.join(f'{x:.2f}' for x in load)}",
     ]
     for i, r in enumerate(rows):
         lines.append(" | ".join(c.ljust(width[j]) if j == 0 else c.rjust(width[j]) for j, c in enumerate(r)))
         if i == 0:
             lines.append("-+-".join("-" * w for w in width))
     return "\n".join(lines)
+
+
+def _say(section: dict, text) -> None:
+    """Print a section's figures as soon as they are measured (`text(section)`), or that it failed."""
+    if "failed" not in section:
+        try:
+            print("  " + text(section), flush=True)
+        except Exception as exc:  # noqa: BLE001  (a figure that cannot be printed is not a reason to stop)
+            print(f"  (figures not printable: {_first_line(exc)})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,10 +492,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=4, help="timed training epochs per way and method")
     parser.add_argument("--evaluate-points", default="10000,30000,100000",
                         help="sizes for the evaluate rows, comma-separated ('' for none)")
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file, each as it is measured")
     args = parser.parse_args(argv)
 
     m = machine()
+    figures = Figures(args.json, m)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_cpu_") as tmp:
         work = Path(tmp)
@@ -375,25 +504,27 @@ def main(argv: list[str] | None = None) -> None:
         labels = np.arange(len(paths)) % N_CLASSES
         print(f"generated {len(paths)} JPEGs 500x375 ({time.perf_counter() - start:.0f} s); "
               "measuring the data path ...", flush=True)
-        data = bench_data_path(paths, labels, work, args.epochs)
+        data = figures.measure("data_path", bench_data_path, paths, labels, work, args.epochs)
+        _say(data, lambda d: f"data path: study's way {d['study_images_per_s']:.0f} images/s, ours "
+                             f"{d['ours_images_per_s']:.0f} ({ratio(d['ours_images_per_s'], d['study_images_per_s'])})")
         print(f"measuring one training epoch per method ({time.perf_counter() - start:.0f} s) ...", flush=True)
-        train = bench_training(paths, labels, work, size=64, n_val=max(N_CLASSES * 2, len(paths) // 5),
-                               repeats=args.repeats)
+        train = figures.measure("training", bench_training, paths, labels, work, size=64,
+                                n_val=max(N_CLASSES * 2, len(paths) // 5), repeats=args.repeats)
+        for method in ("classification", "triplet"):
+            _say(train, lambda t, m=method: f"training epoch, {m}: study's way {t[m]['study_s']:.2f} s, ours "
+                                            f"{t[m]['ours_s']:.2f} s")
         print(f"measuring embed, evaluate and umap ({time.perf_counter() - start:.0f} s) ...", flush=True)
-        pixels64 = np.ascontiguousarray(open_decoded(work / "decoded64.npy", size=64))
-        later = bench_stages(pixels64, args.embed, args.points, args.umap_small)
+        later = figures.measure("stages", bench_stages, work / "decoded64.npy", args.embed, args.points,
+                                args.umap_small, figures)
     sizes = [int(x) for x in args.evaluate_points.split(",") if x.strip()]
     print(f"measuring evaluate at {sizes} points ({time.perf_counter() - start:.0f} s) ...", flush=True)
-    evaluated = bench_evaluate_sizes(sizes)
+    evaluated = bench_evaluate_sizes(sizes, figures)
     total = time.perf_counter() - start
-    report = {"machine": m, "data_path": data, "training": train, "stages": later, "evaluate": evaluated,
-              "total_s": total}
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    figures.record("total_s", total)
     print()
     print(table(m, data, train, later, evaluated))
     print(f"whole benchmark: {total:.0f} s")
-    print(f"data path speed-up: {data['speedup']:.1f}x")
+    print(f"data path speed-up: {ratio(data.get('ours_images_per_s'), data.get('study_images_per_s'))}")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,53 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _status_kib(field: str) -> int | None:
+    """A `VmRSS`/`VmHWM` line of /proc/self/status in KiB, or None where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak() -> bool:
+    """Start the peak resident memory again from what the process holds now (Linux: `5` into
+    /proc/self/clear_refs resets VmHWM), so that a later peak is what came after, not the memory
+    generating the inputs took and gave back. False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    now, peak = _status_kib("VmRSS"), _status_kib("VmHWM")
+    return now is not None and peak is not None and peak <= now + 1024  # the reset took (within 1 MiB)
+
+
+def rss_gib() -> float | None:
+    """Resident memory now, or None where /proc/self/status is not there."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib / 2**20
+
+
+def since_reset_peak_gib() -> float | None:
+    """The peak resident memory since `reset_peak` (VmHWM), or None where it cannot be read."""
+    kib = _status_kib("VmHWM")
+    return None if kib is None else kib / 2**20
+
+
+def fault(value: object) -> str:
+    """Why `value` cannot be divided by or taken the log of: "missing", "not a number", "zero",
+    "negative"; "" when it is a positive number."""
+    if value is None:
+        return "missing"
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+        return "not a number"
+    if value == 0:
+        return "zero"
+    return "negative" if value < 0 else ""
+
+
 def evaluate(x: np.ndarray, y: np.ndarray, device: torch.device | None = None) -> dict:
     """Time the evaluate stage's metrics at `params.yaml`'s evaluate settings (10 initialisations,
     seed 0, 5 repeats, k = 5, euclidean, 10,000 bootstrap resamples), the search on `device`.
@@ -103,9 +150,23 @@ def run_in_subprocess(points: int, device: str = "cpu", timeout: float = 3600) -
 
 
 def growth(rows: list[dict], key: str) -> float:
-    """The exponent b of key ~ points^b between the two largest sizes."""
+    """The exponent b of key ~ points^b between the two largest sizes; NaN (never a division) when
+    either value is zero, negative or missing: `growth_text` says which."""
+    if len(rows) < 2 or any(fault(r.get(key)) or fault(r.get("points")) for r in rows[-2:]):
+        return float("nan")
     a, b = rows[-2], rows[-1]
+    if a["points"] == b["points"]:
+        return float("nan")
     return float(np.log(b[key] / a[key]) / np.log(b["points"] / a["points"]))
+
+
+def growth_text(rows: list[dict], key: str) -> str:
+    """`N^1.43`, or what made it unmeasurable: `not measured (zero at 30000 points)`."""
+    for r in rows[-2:]:
+        if fault(r.get(key)):
+            return f"not measured ({fault(r.get(key))} at {r.get('points')} points)"
+    b = growth(rows, key)
+    return f"N^{b:.2f}" if np.isfinite(b) else "not measured (fewer than two sizes)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,13 +176,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the retrieval runs")
     args = parser.parse_args(argv)
     x, y = blobs(args.points, args.dim)
-    baseline = peak_rss_gib()
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    # What the evaluation adds is its peak less what the process held before it. Generating the
+    # points took a temporary copy and gave it back, which a peak since the start would count (at
+    # 30,000 points that temporary outweighed the evaluation, and the difference read 0): the peak
+    # starts again here, where the kernel allows it.
+    reset = reset_peak()
+    baseline = rss_gib() if reset else peak_rss_gib()
     out = evaluate(x, y, device)
-    out["peak_rss_gib"] = peak_rss_gib()
+    out["peak_rss_gib"] = (since_reset_peak_gib() if reset else None) or peak_rss_gib()
     out["rss_before_gib"] = baseline  # the interpreter, torch and the generated points
+    out["added_gib"] = out["peak_rss_gib"] - baseline
+    out["peak_since"] = "the evaluation's start" if reset else "the process's start (peak reset not available)"
     if device.type == "cuda":
         out["gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     out["threads"] = torch.get_num_threads()

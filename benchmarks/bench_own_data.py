@@ -14,6 +14,10 @@ in 10 class folders, and a CSV listing the same files, then times, each in its o
 Each stage runs `--repeats` times (default 2) and the fastest is kept, as other processes on a
 shared machine only ever slow a run down; the `dvc repro` rows are one run each (a first run
 happens once). The load average at the start and at the end is printed with the table.
+
+`--train-model NAME --train-size S --images N`: instead, one training epoch of each method and the
+embedding of N images with timm's NAME at random initialisation, per 1,000 images, wall and CPU
+time (the CPU recipe of docs/own-data.md).
 """
 
 from __future__ import annotations
@@ -103,12 +107,80 @@ def project(dest: Path, p: dict) -> Path:
     return dest
 
 
+def cpu_s() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def training_cost(model_name: str, size: int, images: int, classes: int = CLASSES) -> dict:
+    """Seconds per 1,000 training images for one epoch of each method as `trainer.fit` runs it on the
+    CPU (train pass + a validation pass of a tenth as many images), and for embedding 1,000 images:
+    `model_name` at random initialisation (`pretrained: false`: the same network and cost as its
+    pretrained weights), generated pixels at `size` x `size`, fp32, the threads torch chooses."""
+    import dataclasses
+
+    import stages  # noqa: F401  (the process options, before torch)
+
+    # isort: split
+    import torch
+
+    from stages.lib.embedding import embed_pixels
+    from stages.lib.methods import METHODS
+    from stages.lib.models import build_backbone
+    from stages.lib.params import load_params
+    from stages.lib.trainer import SplitData, fit
+
+    defaults = load_params(ROOT / "params.yaml")
+    params = dataclasses.replace(defaults.train, epochs=1, warmup_epochs=0, cosine_t_max=1, device="cpu",
+                                 precision="fp32", compile=False, resume_every_s=0)
+    rng = np.random.default_rng(0)
+    n_val = max(classes, images // 10)
+    pixels = rng.integers(0, 256, (images + n_val, size, size, 3), dtype=np.uint8)
+    labels = np.arange(images + n_val) % classes
+    train, val = SplitData(pixels[:images], labels[:images]), SplitData(pixels[images:], labels[images:])
+    cpu = torch.device("cpu")
+    out: dict = {"model": model_name, "image_size": size, "train_images": images, "val_images": n_val,
+                 "torch_threads": torch.get_num_threads()}
+    for name in ("classification", "triplet"):
+        backbone = build_backbone(model_name)
+        method = METHODS.get(name)(defaults.method_params(name), classes, backbone.num_features)
+        wall, cpu0 = time.perf_counter(), cpu_s()
+        fit(method, backbone, train, val, params, seed=0, device=cpu)
+        out[name] = {"wall_s_per_1000": (time.perf_counter() - wall) * 1000 / images,
+                     "cpu_s_per_1000": (cpu_s() - cpu0) * 1000 / images}
+        print(f"  {name}: one epoch {out[name]['wall_s_per_1000']:.1f} s per 1,000 training images "
+              f"({out[name]['cpu_s_per_1000']:.1f} CPU s)", flush=True)
+    backbone = build_backbone(model_name)
+    wall, cpu0 = time.perf_counter(), cpu_s()
+    embed_pixels(backbone, pixels[:images], cpu, 256)
+    out["embed"] = {"wall_s_per_1000": (time.perf_counter() - wall) * 1000 / images,
+                    "cpu_s_per_1000": (cpu_s() - cpu0) * 1000 / images}
+    print(f"  embed: {out['embed']['wall_s_per_1000']:.1f} s per 1,000 images ({out['embed']['cpu_s_per_1000']:.1f} "
+          "CPU s)", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000, help="images in the folder (default 5000)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each stage; the fastest is kept (default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--train-model", metavar="NAME",
+                        help="instead: what one training epoch per method and embedding cost per 1,000 images with "
+                             "this timm model at random initialisation (docs/own-data.md, on a CPU)")
+    parser.add_argument("--train-size", type=int, default=128, help="with --train-model: image size (default 128)")
     args = parser.parse_args(argv)
+    if args.train_model:
+        load = os.getloadavg()
+        figures = training_cost(args.train_model, args.train_size, args.images)
+        figures["load_average"] = [load, os.getloadavg()]
+        print(f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        return
     load = os.getloadavg()
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_own_data.") as tmp:

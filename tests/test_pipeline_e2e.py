@@ -1,10 +1,12 @@
 """End to end: the real `dvc repro`, `dvc exp run -S ...`, `dvc metrics diff` and `dvc exp show` in a
 temporary git repository, on generated data, with a tiny model on the CPU.
 
-The tests share one repository and run in order, each one DVC run further: the first run, a k-shot
-experiment, then the study's triplet sampling. Each checks exactly which stages DVC ran (so a
-missing dependency or one too many fails) and that the numbers agree from stage to stage: the
-predictions the clustering wrote, the metrics files, the report, and what DVC's own commands show.
+The tests share one repository: the first run, committed (a module fixture), then from there a
+k-shot experiment and the study's triplet sampling, each test starting from the committed first
+run (`at_first_run`), so that any one of them runs alone (`-k`) and in any order. Each checks
+exactly which stages DVC ran (so a missing dependency or one too many fails) and that the numbers
+agree from stage to stage: the predictions the clustering wrote, the metrics files, the report,
+and what DVC's own commands show.
 What each stage computes is tested at the stage level (tests/stages/); what runs here is the wiring.
 """
 
@@ -61,9 +63,22 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first(repo):
-    """The first `dvc repro`: what it ran, and each method's metrics."""
+    """The first `dvc repro`, committed: what it ran, and each method's metrics."""
     out = run(["dvc", "repro"], repo).stdout
-    return ran(out), {m: metrics(repo, m) for m in METHODS}
+    scores = {m: metrics(repo, m) for m in METHODS}
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "first run"], repo)
+    return ran(out), scores
+
+
+@pytest.fixture
+def at_first_run(repo, first):
+    """The workspace as the committed first run left it (an earlier test's experiment undone:
+    params.yaml and dvc.lock from git, the outputs from DVC's cache); returns `first`."""
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], repo)
+    run(["dvc", "checkout", "--force"], repo)
+    assert ran(run(["dvc", "repro"], repo).stdout) == set()  # the workspace is the first run's
+    return first
 
 
 def test_the_first_repro_runs_every_stage_once_and_the_numbers_agree_from_stage_to_stage(repo, first):
@@ -104,11 +119,9 @@ def test_the_first_repro_runs_every_stage_once_and_the_numbers_agree_from_stage_
         f"metrics/synthetic/{m}/seed0.json": scores[m]["kmeans_acc"] for m in METHODS}
 
 
-def test_a_k_shot_experiment_reruns_from_the_split_and_dvc_compares_it_with_the_first_run(repo, first):
-    _, before = first
+def test_a_k_shot_experiment_reruns_from_the_split_and_dvc_compares_it_with_the_first_run(repo, at_first_run):
+    _, before = at_first_run
     test_csv, val_csv = ((repo / "data/splits/synthetic" / name).read_bytes() for name in ("test.csv", "val.csv"))
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "first run"], repo)
 
     out = run(["dvc", "exp", "run", "-n", "two-shot", "-S", "shots=2"], repo).stdout
     assert ran(out) == {"check", "split@synthetic", *chain("classification"), *chain("triplet"), "report"}
@@ -134,7 +147,7 @@ def test_a_k_shot_experiment_reruns_from_the_split_and_dvc_compares_it_with_the_
     assert ("", "0", before["triplet"]["kmeans_acc"]) in table  # the committed first run
 
 
-def test_one_method_param_reruns_that_method_alone_and_the_studys_leak_shows_in_the_diff(repo, first):
+def test_one_method_param_reruns_that_method_alone_and_the_studys_leak_shows_in_the_diff(repo, at_first_run):
     """`triplet.pool: study` (the study's sampling, test images in the pool) is a triplet param: only
     triplet's run and the report run again, and the leak is counted, diffed and reported."""
     out = run(["dvc", "exp", "run", "-S", "triplet.pool=study"], repo).stdout

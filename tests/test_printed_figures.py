@@ -1,0 +1,99 @@
+"""The README holds on a fresh clone: its shell commands that need no network run verbatim, in order,
+in a shell that has not activated `.venv`, and every figure about the demo that README.md and
+docs/results.md print (numbers, intervals, tables) is what the current code computes on the demo's
+configuration (`scripts/printed_figures.py`, which `--write`s them again)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scripts import printed_figures as pf
+
+DEMO_BLOCKS = {"demo-results", "demo-split", "demo-table", "shots15-transcript"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A fresh copy after the README's commands: `make demo`, `source .venv/bin/activate`, `make demo
+    ARGS="-S shots=15"`, `dvc exp diff`, `dvc exp show`, `dvc plots show`, `dvc exp apply demo`."""
+    repo = pf.fresh_copy(tmp_path_factory.mktemp("figures") / "clone")
+    outputs = pf.run_shell(repo, pf.demo_commands(), timeout=1800)
+    return repo, pf.read_runs(repo, outputs)
+
+
+def test_every_readme_command_runs_here_or_needs_what_this_machine_lacks():
+    commands = pf.readme_commands()
+    run = [c.line for c in commands if not c.skip]
+    assert run == ["make demo", "source .venv/bin/activate", 'make demo ARGS="-S shots=15"',
+                   "dvc exp diff demo demo-shots15",
+                   "dvc exp show --drop '.*' --keep 'Experiment|.*seed0.json:kmeans_acc$|shots'",
+                   "dvc plots show", "dvc exp apply demo"]
+    skipped = {c.line: c.skip for c in commands if c.skip}
+    assert skipped.pop("make test") == "the test suite itself (it runs this)"
+    assert skipped.pop("dvc exp run -n study") == "needs a CUDA GPU and the network"
+    assert skipped.pop("dvc queue start -j 2") == "needs GPUs, S3 or a second machine"
+    assert {c.section for c in commands if c.skip and c.line != "make test"} == {"The study", "Scaling out"}
+    # A shell block that needs `dvc` activates .venv before its first `dvc` (a fresh shell has none).
+    for section, lines in pf.shell_blocks(pf.ROOT.joinpath("README.md").read_text()):
+        uses = [i for i, line in enumerate(lines) if re.match(r"(dvc|python) ", line)]
+        if uses and section != "Scaling out":  # that one follows the study's block, in its shell
+            assert "source .venv/bin/activate" in lines[:uses[0]], (section, lines)
+
+
+def test_a_fresh_shell_finds_dvc_only_once_venv_is_activated(tmp_path):
+    """The newcomer's `dvc: command not found`: the README's shell is one without .venv on PATH."""
+    repo = pf.fresh_copy(tmp_path / "clone")
+    with pytest.raises(pf.FiguresError, match="dvc: command not found"):
+        pf.run_shell(repo, ["dvc version"])
+    [(_, out)] = pf.run_shell(repo, ["source .venv/bin/activate && dvc version"])
+    assert "DVC version" in out
+
+
+def test_the_readme_commands_run_verbatim_in_a_fresh_clone(demo):
+    repo, runs = demo
+    made = runs.outputs["make demo"]
+    assert "Recorded as experiment `demo`" in made and "source .venv/bin/activate" in made
+    diff = runs.outputs["dvc exp diff demo demo-shots15"]
+    assert re.search(r"metrics/digits/triplet/seed0\.json\s+kmeans_acc\s+0\.\d+\s+0\.\d+", diff)
+    assert re.search(r"params\.yaml\s+shots\s+0\s+15\s+15", diff)
+    assert "Changes for experiment 'demo' have been applied" in runs.outputs["dvc exp apply demo"]
+    assert (repo / "dvc_plots/index.html").is_file()
+    shown = runs.outputs[pf.SHOW_MD]
+    assert re.search(r"\[demo-shots15\] +\| 0\.\d+ ", shown) and re.search(r"\[demo\] +\| 0\.\d+ ", shown)
+
+
+def test_every_printed_figure_about_the_demo_is_what_the_code_computes(demo):
+    _, runs = demo
+    found = pf.blocks(runs, DEMO_BLOCKS)
+    assert sorted(b.name for b in found) == sorted(DEMO_BLOCKS)
+    stale = [f"{b.path} {b.name}:\n  printed:  {b.printed.strip()}\n  computed: {b.computed.strip()}"
+             for b in found if b.differs]
+    assert not stale, "run `python scripts/printed_figures.py --write`:\n" + "\n".join(stale)
+
+
+def test_the_3_seed_figures_hold_the_demos_seed_0(demo):
+    """Seed 0 of the 3-seed experiment `seeds3` is the demo's run: where docs/results.md prints it, it
+    is the demo's number (the rest of those blocks: `printed_figures.py --seeds3`)."""
+    _, runs = demo
+    text = pf.ROOT.joinpath("docs/results.md").read_text()
+    diff = next(m.group("body") for m in pf.MARK.finditer(text) if m.group("name") == "seeds3-diff")
+    seed0 = re.search(r"metrics/digits/triplet/seed0\.json\s+kmeans_acc\s+(\S+)\s", diff).group(1)
+    assert float(seed0) == pytest.approx(runs.demo["triplet"]["kmeans_acc"], abs=5e-6)
+
+
+def test_a_block_that_differs_is_found_and_written_back_with_its_timings_and_hashes(tmp_path):
+    runs = pf.Runs(demo={}, split={"train": 1259, "val": 179, "test": 359})
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("a (<!-- figures:demo-split -->1,259 train / 179 val / 358 test images"
+                                        "<!-- /figures:demo-split -->) b\n")
+    (tmp_path / "docs/results.md").write_text("none\n")
+    [block] = pf.blocks(runs, root=tmp_path)
+    assert block.differs and block.computed == "1,259 train / 179 val / 359 test images"
+    pf.write([block], root=tmp_path)
+    assert not pf.blocks(runs, root=tmp_path)[0].differs
+    assert (tmp_path / "README.md").read_text().startswith("a (<!-- figures:demo-split -->1,259 train / 179 val / 359")
+    assert pf._keep_printed("x (2.0 min) abcdef1 [demo]", "x (1.2 min) 1234567 [demo]") == "x (1.2 min) 1234567 [demo]"
+    assert not pf.Block("p", "n", "(1.2 min) 1234567 [demo] 0.5", "(9.9 min) abcdef0 [demo] 0.5").differs
+    assert pf.Block("p", "n", "(1.2 min) 0.5", "(1.2 min) 0.6").differs
