@@ -5,7 +5,7 @@ Writes `report/summary.json` (DVC metrics: per dataset and method the mean of ev
 the training seeds, the 95% bootstrap interval of K-means accuracy over test images and seeds and
 its chance level, the same on L2-normalised embeddings, the leak counts, the study's number where
 the run is comparable with it, and the comparisons of each method with the baseline on the same
-test images: the primary one (`report.primary`) and the secondary ones, Holm-adjusted; a
+test images: the primary one (`primary` in params.yaml) and the secondary ones, Holm-adjusted; a
 method-level verdict only from several training seeds), `report/summary.md`, and into the plots
 folder a chart of K-means accuracy with its intervals, a grid of the UMAP pictures and the
 training curves of every run overlaid per dataset.
@@ -201,7 +201,7 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
     """The summary as markdown: per dataset a table, the primary question, the secondary
     comparisons, then the notes."""
     methods, shots = params.methods, params.shots
-    primary = params.report.primary
+    primary = params.primary
     from stages.lib.plotting import method_label
 
     regime = "all training images" if shots == 0 else f"{shots} training images per class"
@@ -215,7 +215,7 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
         "number with its own interval, only where the run matches the study's conditions. Where an interval's "
         "measured coverage (docs/coverage.json) is below 0.90 in the closest setting measured, it is printed "
         "beside it.", "",
-        f"The primary question (`report.primary`) is {label.get(primary.better, primary.better)} minus "
+        f"The primary question (`primary` in params.yaml) is {label.get(primary.better, primary.better)} minus "
         f"{label.get(primary.than, primary.than)}, K-means accuracy on {VIEWS[primary.view]}, per dataset; every "
         "other comparison is secondary, with Holm-adjusted p-values and Bonferroni simultaneous intervals over the "
         "dataset's secondary comparisons. A method-level verdict comes from training seeds only (a t-interval over "

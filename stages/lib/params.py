@@ -217,8 +217,8 @@ REPORT_VIEWS = ("raw", "l2")
 
 @dataclass(frozen=True)
 class PrimaryParams:
-    """The report's primary question, per dataset (issue 20): `better` minus `than` on `metric` of
-    the `view` embeddings; every other comparison is secondary (Holm-adjusted)."""
+    """`primary`: the report's primary question, per dataset (issue 20): `better` minus `than` on
+    `metric` of the `view` embeddings; every other comparison is secondary (Holm-adjusted)."""
 
     better: str
     than: str
@@ -234,16 +234,6 @@ class PrimaryParams:
                  self.than)
         _one_of(self.metric, f"{where}.metric", REPORT_METRICS)
         _one_of(self.view, f"{where}.view", REPORT_VIEWS)
-
-
-@dataclass(frozen=True)
-class ReportParams:
-    """The report stage: which comparison is its primary question."""
-
-    primary: PrimaryParams
-
-    def check(self, where: str) -> None:
-        self.primary.check(f"{where}.primary")
 
 
 @dataclass(frozen=True)
@@ -314,7 +304,7 @@ class Params:
     evaluate: EvaluateParams
     umap: UmapParams
     pictures: PicturesParams
-    report: ReportParams
+    primary: PrimaryParams
 
     def source(self, dataset: str) -> Any:
         """The `sources.<dataset>` section."""
@@ -338,7 +328,7 @@ _FIXED_TOP = {
     "evaluate": EvaluateParams,
     "umap": UmapParams,
     "pictures": PicturesParams,
-    "report": ReportParams,
+    "primary": PrimaryParams,
 }
 
 
@@ -437,7 +427,7 @@ def _check(p: Params, datasets, methods) -> None:
             if name not in accepted:
                 raise _KeyError(key, f"names from: {', '.join(accepted)}{more}", name)
         _require(len(set(names)) == len(names), key, "a list without repeats", names)
-    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures, p.report):
+    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures, p.primary):
         section.check(_section_name(section))
     for name, section in p.sources.items():
         if hasattr(section, "check"):

@@ -4,7 +4,7 @@ baseline: one primary, the others secondary (issue 20).
 
 Verdicts: a method-level statement ("A better than B") comes only from training seeds: the
 t-interval over the per-seed paired differences (`stats.seed_interval`) for the primary
-comparison (`params.report.primary`), Holm-adjusted p-values and Bonferroni intervals over the
+comparison (`params.primary`), Holm-adjusted p-values and Bonferroni intervals over the
 secondary ones (`stats.secondary`). With one seed every comparison gives its image-level
 interval, which compares two trained models, and makes no method-level claim. No claim rests on
 an accuracy inside its chance band (at or below the 95th percentile of the chance level the
@@ -145,7 +145,7 @@ class Comparison:
     the verdict uses: with several seeds the t-interval over seeds (`interval` "seeds"), with one
     seed the image-level paired bootstrap interval of the two trained models (`interval`
     "images"), which supports no method-level claim. `role` is "primary" (the comparison
-    `params.report.primary` names) or "secondary"; a secondary one has its Holm-adjusted p-value
+    `params.primary` names) or "secondary"; a secondary one has its Holm-adjusted p-value
     `p_holm` and Bonferroni interval `ci_simultaneous` over the dataset's secondary comparisons.
     `sign` is +1 / -1 when the verdict's test excludes 0 (the primary's CI, a secondary's p_holm
     < 0.05) and `claim` whether the verdict says better or worse: never with one seed, never when
@@ -422,7 +422,7 @@ def pairs_of(methods: list[str], base: str, primary) -> tuple[list[tuple[str, st
     better, than = primary.better, primary.than
     missing = [m for m in (better, than) if m not in methods]
     if missing:
-        return pairs, (f"the primary comparison (report.primary: {better} minus {than}) was not run here "
+        return pairs, (f"the primary comparison (primary: {better} minus {than} in params.yaml) was not run here "
                        f"({', '.join(missing)} not in methods): every comparison below is secondary")
     if (than, better) in pairs:
         pairs[pairs.index((than, better))] = (better, than)
@@ -450,12 +450,12 @@ def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[
 
 def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
     """Per dataset of `params.datasets`: per method its statistics on each view, chance level, leaks
-    and the study's number, then the comparisons (`pairs_of`): the primary one (`params.report.primary`)
+    and the study's number, then the comparisons (`pairs_of`): the primary one (`params.primary`)
     and the secondary ones with Holm's adjustment over the dataset's secondary comparisons.
     `coverage`: docs/coverage.json's table (None: no measured coverage printed)."""
     methods = params.methods
     resamples, boot_seed = params.evaluate.bootstrap_resamples, params.evaluate.bootstrap_seed
-    primary = params.report.primary
+    primary = params.primary
     base = baseline_of(methods)
     summary = {}
     for dataset in params.datasets:

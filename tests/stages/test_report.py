@@ -185,8 +185,8 @@ def test_the_comparison_sentence_names_methods_as_the_table_does(tmp_path):
     p = params(methods=["pretrained", "classification"], seeds=[0, 1, 2], **{"model.pretrained": False})
     text = report.markdown(summarise(tmp_path, p), p)
     assert "| untrained |" in text
-    assert "**No primary question here**: the primary comparison (report.primary: triplet minus classification) " \
-        "was not run here (triplet not in methods)" in text
+    assert "**No primary question here**: the primary comparison (primary: triplet minus classification in " \
+        "params.yaml) was not run here (triplet not in methods)" in text
     line = next(x for x in text.splitlines() if x.startswith("- secondary: untrained vs classification, raw"))
     assert "untrained worse than classification (Holm-adjusted p = 0 over 2 secondary comparisons)" in line
     assert "pretrained" not in line, line
