@@ -189,12 +189,14 @@ def main(argv: list[str]) -> int:
     name = name or experiment_name(mine)
 
     from stages.lib.errors import PipelineError
+    from stages.lib.model_names import CACHE, check_names
     from stages.lib.params import params_from_dict
 
     committed = git("show", "HEAD:params.yaml")
     text, values = demo_params_text(committed, OVERRIDES + mine)
-    try:
-        params_from_dict(values, "params.yaml" if not mine else "ARGS")
+    origin = "params.yaml" if not mine else "ARGS"
+    try:  # every value, as the check stage checks it: keys, types, rules, names (timm's models too)
+        check_names(params_from_dict(values, origin), origin, ROOT / CACHE)
     except PipelineError as exc:  # before anything is touched: nothing is lost
         raise DemoError(f"{exc}; nothing was run or changed") from None
     params = ROOT / "params.yaml"

@@ -69,9 +69,12 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "tests/stages/test_own_data.py::test_table_shots_apply_to_the_given_train_split",
          "tests/stages/test_own_data.py::test_class_too_small_for_shots_names_the_folder"],
     ),
-    "params": (
-        ["stages/lib/params.py"],
-        ["stages.lib.params.x__check*", "stages.lib.params.xǁ*ǁcheck*"],  # the checks, not the YAML reading
+    "params": (  # the checks, not the YAML reading: the whole file's, each section's, the settings' rules
+        ["stages/lib/params.py", "stages/lib/schema.py"],
+        ["stages.lib.params.x__check*", "stages.lib.params.xǁ*ǁcheck*", "stages.lib.params.x__device_ok*",
+         *(f"stages.lib.schema.x_{name}*" for name in ("at_least", "above", "within", "choice", "matches",
+                                                      "starts_with", "check_settings")),
+         "stages.lib.schema.xǁRuleǁ*"],
         ["tests/lib/test_params.py", "tests/lib/test_params_rules.py", "-k", f"not {SOURCE_SCAN}"],  # no fuzzing: slow
     ),
 }

@@ -1,26 +1,45 @@
-"""`params.yaml` loaded once into frozen, validated dataclasses.
+"""`params.yaml` loaded once into frozen, validated dataclasses: the schema of every setting.
 
-Every knob of the pipeline is here; nothing below reads `params["a"]["b"]`. Loading refuses
-unknown keys, missing keys and wrong types with one line that names the key and what is accepted.
-Dataset and method sections are typed by their registry entries (`sources.<dataset>`,
-`<method>` at top level), so adding one is registering it, nothing else. A `sources.<name>` that
-is not registered but has the shape of a folder or a CSV source defines a dataset of your own.
+Every knob of the pipeline is here; nothing below reads `params["a"]["b"]`. Each setting is stated
+once, as a `setting(default, doc, rule)` field (stages/lib/schema.py): params.yaml ships the
+defaults (a test holds them equal), docs/params.md is generated from the docs
+(`python -m stages.lib.params_doc > docs/params.md`; a test holds it current), and the rule words
+the one-line error. Loading refuses unknown keys, missing keys and wrong types with one line that
+names the key and what is accepted. Dataset and method sections are typed by their registry
+entries (`sources.<dataset>`, `<method>` at top level), so adding one is registering it, nothing
+else. A `sources.<name>` that is not registered but has the shape of a folder or a CSV source
+defines a dataset of your own. Rules that need another module's knowledge live with it: the
+split's (`split.source`, `shots` against the class sizes) in stages/lib/splits.py, and the model
+name's (timm's registry, which needs torch) in stages/lib/model_names.py, which only the check
+stage and `make demo` run.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-import types
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 
+from stages.lib.datasets import DATASETS
+from stages.lib.datasets.own import SHAPES as OWN_SHAPES
+from stages.lib.datasets.own import FolderSource, is_own, own_source_type
 from stages.lib.errors import PipelineError
+from stages.lib.methods import METHODS
+from stages.lib.schema import (
+    Rule,
+    above,
+    at_least,
+    check_settings,
+    choice,
+    convert,
+    matches,
+    setting,
+    starts_with,
+    within,
+)
 
 # The checks live in stages.lib.validate (which dataset and method sections use too); here they
 # keep their module-private names.
@@ -28,11 +47,8 @@ from stages.lib.validate import MissingKey as _Missing
 from stages.lib.validate import ParamError as _KeyError
 from stages.lib.validate import UnknownKey as _UnknownKey
 from stages.lib.validate import key_name as _key_name
-from stages.lib.validate import one_of as _one_of
 from stages.lib.validate import printable as _printable
 from stages.lib.validate import require as _require
-
-T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -43,28 +59,37 @@ UMAP_METRICS = ("euclidean", "cosine", "manhattan", "correlation")
 EVALUATE_DISTANCES = ("euclidean", "cosine")  # for the retrieval metrics (K-means is Euclidean)
 MAX_SEED = 2**32 - 1  # what scikit-learn and umap-learn accept as random_state (torch and numpy take more)
 SEED_RANGE = f"an integer in [0, {MAX_SEED}]"
+SEED = within(0, MAX_SEED, kind="an integer")  # words: SEED_RANGE
+POSITIVE = at_least(1)
+SHA256 = matches(r"[0-9a-f]{64}", "64 lowercase hex digits or null", nullable=True)
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    """How `split` builds train/val/test: the study's own lists, or generated from `seed` and sizes.
+    """How `split` builds train/val/test: the study's own lists, or generated from `seed` and sizes."""
 
-    `test_per_class` (generated only) holds out that many test images per class instead of
-    `test_fraction`; `study` means each dataset's test size in the study (pets 40, DeFungi 148;
-    `test_fraction` for datasets the study did not use).
-    """
-
-    source: Literal["annotations", "generated"]
-    test_fraction: float
-    test_per_class: int | Literal["study"] | None
-    val_fraction: float
+    source: Literal["annotations", "generated"] = setting(
+        "annotations",
+        "`annotations`: the study's exact lists (`shots` 0 or 15, pets and defungi only); `generated`: from `seed` "
+        "and the sizes below (a CSV source's own split column is used as given)",
+    )
+    test_fraction: float = setting(
+        0.2, "generated: share of each class held out for the evaluation",
+        within(0, 1, low_open=True, high_open=True),
+    )
+    test_per_class: int | Literal["study"] | None = setting(
+        "study",
+        "generated: that many test images per class instead of `test_fraction`; `study`: each dataset's test size "
+        "in the study (pets 40, defungi 148; `test_fraction` for the others); `null`: off",
+        Rule(lambda v: not isinstance(v, int) or v >= 1, "an integer >= 1, study or null"),
+    )
+    val_fraction: float = setting(
+        0.1, "generated: share of each class for choosing the best epoch",
+        within(0, 1, low_open=True, high_open=True),
+    )
 
     def check(self, where: str) -> None:
-        if isinstance(self.test_per_class, int):
-            _require(self.test_per_class >= 1, f"{where}.test_per_class", "an integer >= 1, study or null",
-                     self.test_per_class)
-        _require(0 < self.test_fraction < 1, f"{where}.test_fraction", "a number in (0, 1)", self.test_fraction)
-        _require(0 < self.val_fraction < 1, f"{where}.val_fraction", "a number in (0, 1)", self.val_fraction)
+        check_settings(self, where)
         _require(
             self.test_fraction + self.val_fraction < 1,
             f"{where}.test_fraction + {where}.val_fraction",
@@ -77,136 +102,148 @@ class SplitParams:
 class ModelParams:
     """The timm backbone; its pooled feature (`num_classes=0`) is the embedding."""
 
-    name: str
-    pretrained: bool
-    image_size: int
+    name: str = setting(
+        "convnext_tiny.fb_in22k",
+        "any timm model (`timm.list_models()`), with a pretrained tag (`.fb_in22k`) when `pretrained`; checked "
+        "against the installed timm's registry, offline",
+        Rule(lambda v: bool(v.strip()), "a timm model name"),
+    )
+    pretrained: bool = setting(True, "`false`: random initialisation, nothing downloaded")
+    image_size: int = setting(
+        224, "images are resized to this square, aspect ratio not kept", at_least(16),
+    )
 
     def check(self, where: str) -> None:
-        _require(bool(self.name.strip()), f"{where}.name", "a timm model name", self.name)
-        _require(self.image_size >= 16, f"{where}.image_size", "an integer >= 16", self.image_size)
+        check_settings(self, where)
+
+
+def _device_ok(device: str) -> bool:
+    return device in DEVICES or re.fullmatch(r"cuda:\d+", device) is not None
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """Optimiser, schedule and loop settings shared by every method that trains."""
 
-    device: str
-    epochs: int
-    optimizer: str
-    lr: float
-    betas: list[float]
-    weight_decay: float
-    warmup_epochs: int
-    warmup_start_factor: float
-    cosine_t_max: int
-    eta_min: float
-    hflip: float
-    precision: str
-    compile: bool
-    deterministic: bool
-    resume_every_s: float
-    processes: int
+    device: str = setting(
+        "auto",
+        "`auto` (CUDA if present, else CPU), `cuda` (an error without a GPU), `cuda:N` (GPU N: pins a queued run; "
+        "not with `processes` > 1), `cpu`",
+        Rule(_device_ok, f"one of: {', '.join(DEVICES)}, cuda:N (N a GPU index)"),
+    )
+    epochs: int = setting(100, "epochs of training", POSITIVE)
+    optimizer: str = setting(
+        "adam", "`adam` (coupled L2 weight decay, as the study) or `adamw`", choice(sorted(OPTIMIZERS)),
+    )
+    lr: float = setting(5e-5, "the peak learning rate", above(0))
+    betas: list[float] = setting(
+        [0.9, 0.999], "Adam's betas",
+        Rule(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    )
+    weight_decay: float = setting(1e-6, "weight decay", at_least(0, "a number"))
+    warmup_epochs: int = setting(
+        10, "`LinearLR` from `warmup_start_factor` * lr to lr over this many epochs (0: no warm-up)", at_least(0),
+    )
+    warmup_start_factor: float = setting(
+        1 / 3, "the warm-up's first factor of lr", within(0, 1, low_open=True),
+    )
+    cosine_t_max: int = setting(
+        100, "then `CosineAnnealingLR(T_max)`; the schedule steps once per epoch", POSITIVE,
+    )
+    eta_min: float = setting(
+        5e-6, "the cosine schedule's last learning rate",
+        Rule(lambda v, s: 0 <= v <= s.lr, "a number in [0, lr={lr}]", whole=True),
+    )
+    hflip: float = setting(
+        0.5, "horizontal-flip probability, training only", within(0, 1, kind="a probability"),
+    )
+    precision: str = setting(
+        "auto", "`auto` (bf16 autocast on CUDA, fp32 on CPU), `bf16`, `fp32`", choice(PRECISIONS),
+    )
+    compile: bool = setting(False, "`torch.compile` the backbone (CUDA; slow first epoch)")
+    deterministic: bool = setting(
+        True, "deterministic CUDA kernels: byte-identical reruns (the CPU always is); `false` is faster",
+    )
+    resume_every_s: float = setting(
+        60, "seconds between resume checkpoints (and one at the last epoch); 0: every epoch",
+        at_least(0, "seconds", "0: every epoch"),
+    )
+    processes: int = setting(
+        1,
+        "N > 1: one run on N processes, one per GPU (gloo processes on the CPU), under torchrun and DDP, the same "
+        "global batch ([scaling.md](scaling.md))",
+        at_least(1, note="processes, one per GPU, for one run"),
+    )
 
     def check(self, where: str) -> None:
-        _require(  # cuda:N pins GPU N (queued runs, one per GPU)
-            self.device in DEVICES or re.fullmatch(r"cuda:\d+", self.device) is not None, f"{where}.device",
-            f"one of: {', '.join(DEVICES)}, cuda:N (N a GPU index)", self.device,
-        )
-        _one_of(self.precision, f"{where}.precision", PRECISIONS)
-        _one_of(self.optimizer, f"{where}.optimizer", sorted(OPTIMIZERS))
-        _require(self.epochs >= 1, f"{where}.epochs", "an integer >= 1", self.epochs)
-        _require(self.lr > 0, f"{where}.lr", "a number > 0", self.lr)
-        _require(
-            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            f"{where}.betas", "two numbers in [0, 1)", self.betas,
-        )
-        _require(self.weight_decay >= 0, f"{where}.weight_decay", "a number >= 0", self.weight_decay)
-        _require(self.warmup_epochs >= 0, f"{where}.warmup_epochs", "an integer >= 0", self.warmup_epochs)
-        _require(
-            0 < self.warmup_start_factor <= 1,
-            f"{where}.warmup_start_factor", "a number in (0, 1]", self.warmup_start_factor,
-        )
-        _require(self.cosine_t_max >= 1, f"{where}.cosine_t_max", "an integer >= 1", self.cosine_t_max)
-        _require(
-            0 <= self.eta_min <= self.lr, f"{where}.eta_min", f"a number in [0, lr={self.lr}]", self.eta_min
-        )
-        _require(0 <= self.hflip <= 1, f"{where}.hflip", "a probability in [0, 1]", self.hflip)
-        _require(
-            self.resume_every_s >= 0, f"{where}.resume_every_s", "seconds >= 0 (0: every epoch)", self.resume_every_s
-        )
-        _require(
-            self.processes >= 1, f"{where}.processes", "an integer >= 1 (processes, one per GPU, for one run)",
-            self.processes,
-        )
+        check_settings(self, where)
 
 
 @dataclass(frozen=True)
 class EmbedParams:
-    """Batch size for embedding the test split (no augmentation)."""
+    """Embedding the test split (no augmentation)."""
 
-    batch_size: int
+    batch_size: int = setting(256, "images per batch", POSITIVE)
 
     def check(self, where: str) -> None:
-        _require(self.batch_size >= 1, f"{where}.batch_size", "an integer >= 1", self.batch_size)
+        check_settings(self, where)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """K-means settings (the study: 10 initialisations, random_state 0); how many single-
-    initialisation runs `kmeans_init_std` is taken over; k of the k-NN accuracy; the retrieval
-    metrics' distance; resamples and seed of the bootstrap intervals (here and in the report)."""
+    """The metrics of each run's test embeddings and their bootstrap intervals."""
 
-    kmeans_n_init: int
-    kmeans_seed: int
-    kmeans_repeats: int
-    knn_k: int
-    distance: str
-    bootstrap_resamples: int
-    bootstrap_seed: int
+    kmeans_n_init: int = setting(10, "K-means initialisations (the study: 10)", POSITIVE)
+    kmeans_seed: int = setting(0, "K-means `random_state` (the study: 0)", SEED)
+    kmeans_repeats: int = setting(
+        5, "single-initialisation K-means runs (random_state `kmeans_seed` onwards) behind `kmeans_init_std`",
+        Rule(lambda v, s: 1 <= v <= MAX_SEED - s.kmeans_seed + 1,
+             f"an integer >= 1 with kmeans_seed + kmeans_repeats - 1 <= {MAX_SEED}", whole=True),
+    )
+    knn_k: int = setting(5, "neighbours in `knn_acc` (majority vote; tie: the nearest class)", POSITIVE)
+    distance: str = setting(
+        "euclidean",
+        "for the retrieval metrics (`precision_at_1`, `map_at_r`, `knn_acc`): `euclidean` (raw embeddings, as "
+        "K-means) or `cosine`",
+        choice(EVALUATE_DISTANCES),
+    )
+    bootstrap_resamples: int = setting(
+        10000,
+        "resamples of the test images behind every 95% interval (`kmeans_acc_ci95`, the report's comparisons)",
+        at_least(1000, note="fewer make the 2.5% tails of a 95% interval unstable"),
+    )
+    bootstrap_seed: int = setting(0, "the bootstrap's seed", SEED)
 
     def check(self, where: str) -> None:
-        _require(self.kmeans_n_init >= 1, f"{where}.kmeans_n_init", "an integer >= 1", self.kmeans_n_init)
-        _require(0 <= self.kmeans_seed <= MAX_SEED, f"{where}.kmeans_seed", SEED_RANGE, self.kmeans_seed)
-        _require(
-            1 <= self.kmeans_repeats <= MAX_SEED - self.kmeans_seed + 1, f"{where}.kmeans_repeats",
-            f"an integer >= 1 with kmeans_seed + kmeans_repeats - 1 <= {MAX_SEED}", self.kmeans_repeats,
-        )
-        _require(self.knn_k >= 1, f"{where}.knn_k", "an integer >= 1", self.knn_k)
-        _one_of(self.distance, f"{where}.distance", EVALUATE_DISTANCES)
-        _require(self.bootstrap_resamples >= 1000, f"{where}.bootstrap_resamples",
-                 "an integer >= 1000 (fewer make the 2.5% tails of a 95% interval unstable)", self.bootstrap_resamples)
-        _require(0 <= self.bootstrap_seed <= MAX_SEED, f"{where}.bootstrap_seed", SEED_RANGE, self.bootstrap_seed)
+        check_settings(self, where)
 
 
 @dataclass(frozen=True)
 class UmapParams:
     """umap-learn settings for the 2-D pictures of the test embeddings."""
 
-    n_neighbors: int
-    min_dist: float
-    metric: str
-    seed: int
+    n_neighbors: int = setting(15, "umap-learn's `n_neighbors`", at_least(2))
+    min_dist: float = setting(0.1, "umap-learn's `min_dist`", within(0, 1))
+    metric: str = setting("euclidean", "umap-learn's `metric`", choice(UMAP_METRICS))
+    seed: int = setting(0, "umap-learn's `random_state`", SEED)
 
     def check(self, where: str) -> None:
-        _require(self.n_neighbors >= 2, f"{where}.n_neighbors", "an integer >= 2", self.n_neighbors)
-        _require(0 <= self.min_dist <= 1, f"{where}.min_dist", "a number in [0, 1]", self.min_dist)
-        _one_of(self.metric, f"{where}.metric", UMAP_METRICS)
-        _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
+        check_settings(self, where)
 
 
 @dataclass(frozen=True)
 class PicturesParams:
-    """The per-run pictures: how many test queries the retrieval picture shows (drawn with `seed`)
-    and how many nearest neighbours each."""
+    """The per-run pictures: a retrieval picture and a confusion matrix (plots/)."""
 
-    queries: int
-    neighbours: int
-    seed: int
+    queries: int = setting(
+        8, "test images shown as queries in the retrieval picture (drawn with `seed`, the same for every method)",
+        POSITIVE,
+    )
+    neighbours: int = setting(5, "each query's nearest other test images (by `evaluate.distance`)", POSITIVE)
+    seed: int = setting(0, "draws the queries", SEED)
 
     def check(self, where: str) -> None:
-        _require(self.queries >= 1, f"{where}.queries", "an integer >= 1", self.queries)
-        _require(self.neighbours >= 1, f"{where}.neighbours", "an integer >= 1", self.neighbours)
-        _require(0 <= self.seed <= MAX_SEED, f"{where}.seed", SEED_RANGE, self.seed)
+        check_settings(self, where)
 
 
 # The comparisons the report can make: K-means accuracy (the one metric with per-image results and a
@@ -217,69 +254,56 @@ REPORT_VIEWS = ("raw", "l2")
 
 @dataclass(frozen=True)
 class PrimaryParams:
-    """`primary`: the report's primary question, per dataset (issue 20): `better` minus `than` on
-    `metric` of the `view` embeddings; every other comparison is secondary (Holm-adjusted)."""
+    """The report's primary question, per dataset and shots; every other comparison is secondary."""
 
-    better: str
-    than: str
-    metric: str
-    view: str
+    better: str = setting("triplet", "the report's primary question, per dataset and shots: this method minus "
+                          "`than` (the report leads with it; every other comparison is secondary, Holm-adjusted)",
+                          choice(METHODS.names()))
+    than: str = setting(
+        "classification", "the method `better` is compared with, on the same test images",
+        Rule(lambda v, s: v != s.better, "a method other than better ({better})", whole=True),
+    )
+    metric: str = setting("kmeans_acc", "the metric compared: `kmeans_acc` (the one with per-image results and a "
+                          "chance level)", choice(REPORT_METRICS))
+    view: str = setting("raw", "the embeddings compared: `raw` or `l2` (L2-normalised)", choice(REPORT_VIEWS))
 
     def check(self, where: str) -> None:
-        from stages.lib.methods import METHODS
-
-        for key in ("better", "than"):
-            _one_of(getattr(self, key), f"{where}.{key}", METHODS.names())
-        _require(self.better != self.than, f"{where}.than", f"a method other than better ({self.better})",
-                 self.than)
-        _one_of(self.metric, f"{where}.metric", REPORT_METRICS)
-        _one_of(self.view, f"{where}.view", REPORT_VIEWS)
+        check_settings(self, where)
+        _require(self.than in METHODS.names(), f"{where}.than", f"one of: {', '.join(METHODS.names())}", self.than)
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """`sources.weights`: where the pretrained weights come from (null url: the timm hub file)."""
+    """`sources.weights`: where the pretrained weights come from."""
 
-    url: str | None
-    sha256: str | None
+    url: str | None = setting(
+        None, "an http(s) URL of the weights file; null: timm's hub file for `model.name`",
+        starts_with(("http://", "https://"), "an http(s) URL or null", nullable=True),
+    )
+    sha256: str | None = setting(None, "of that file; null: not checked", SHA256)
 
     def check(self, where: str) -> None:
-        import re
-
-        _require(
-            self.url is None or self.url.startswith(("http://", "https://")),
-            f"{where}.url", "an http(s) URL or null", self.url,
-        )
-        _require(
-            self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None,
-            f"{where}.sha256", "64 lowercase hex digits or null", self.sha256,
-        )
+        check_settings(self, where)
 
 
 @dataclass(frozen=True)
 class AnnotationsSource:
-    """`sources.annotations`: the study's split lists, from its public Google Drive folder, or
-    from an archive (zip or tar) of the same files at `url` (a mirror; replaces Drive when set)."""
+    """`sources.annotations`: the study's split lists (used with `split.source: annotations`)."""
 
-    drive_folder: str
-    url: str | None = None
-    sha256: str | None = None
+    drive_folder: str = setting(
+        "1a-zzC2Gyu-7nwQ6KanNKCFcw099U6E6w", "the study's public Google Drive folder (read with gdown)",
+        matches(r"[A-Za-z0-9_-]{10,}", "a Google Drive folder id (letters, digits, - and _)"),
+    )
+    url: str | None = setting(
+        None, "or a zip or tar archive of the same files (a mirror); replaces Drive when set",
+        starts_with(("http://", "https://", "file://"),
+                    "an http(s) URL of a zip or tar archive, or null (use drive_folder)", nullable=True),
+        optional=True,
+    )
+    sha256: str | None = setting(None, "of that archive; null: not checked", SHA256, optional=True)
 
     def check(self, where: str) -> None:
-        import re
-
-        _require(
-            re.fullmatch(r"[A-Za-z0-9_-]{10,}", self.drive_folder) is not None,
-            f"{where}.drive_folder", "a Google Drive folder id (letters, digits, - and _)", self.drive_folder,
-        )
-        _require(
-            self.url is None or self.url.startswith(("http://", "https://", "file://")),
-            f"{where}.url", "an http(s) URL of a zip or tar archive, or null (use drive_folder)", self.url,
-        )
-        _require(
-            self.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.sha256) is not None,
-            f"{where}.sha256", "64 lowercase hex digits or null", self.sha256,
-        )
+        check_settings(self, where)
 
 
 # Entries of `sources` that are not datasets.
@@ -290,12 +314,26 @@ FIXED_SOURCES: dict[str, type] = {"weights": WeightsSource, "annotations": Annot
 class Params:
     """The whole of `params.yaml`."""
 
-    seed: int
-    seeds: list[int]
-    datasets: list[str]
-    methods: list[str]
-    shots: int
-    sources: dict[str, Any]  # dataset name (or "weights") -> its source dataclass
+    seed: int = setting(0, "the generated splits and the k-shot subsets", SEED)
+    seeds: list[int] = setting(
+        [0],
+        "training seeds (a non-empty list without repeats): every dataset x method is trained once per seed "
+        "(initialisation, batch order, flips); more than one gives means, spreads and paired tests in the report",
+    )
+    datasets: list[str] = setting(
+        ["pets", "defungi"],
+        f"registered datasets ({', '.join(DATASETS.names())}) or your own, defined as `sources.<name>`: "
+        f"{OWN_SHAPES}",
+    )
+    methods: list[str] = setting(["classification", "triplet"], f"any of: {', '.join(METHODS.names())}")
+    shots: int = setting(
+        0,
+        "training images per class; 0 = all. Val and test stay as they are. At most what the smallest class keeps "
+        "once test and val are held out (checked here where the class sizes are known before the download: "
+        "digits, synthetic; elsewhere by the `split` stage)",
+        at_least(0, note="0 = every training image"),
+    )
+    sources: dict[str, Any]  # dataset name (or weights, annotations) -> its source dataclass
     split: SplitParams
     model: ModelParams
     train: TrainParams
@@ -315,7 +353,8 @@ class Params:
         return self.method[method]
 
 
-_FIXED_TOP = {
+# Top-level keys of params.yaml with a fixed type (besides `sources` and one section per method).
+FIXED_TOP = {
     "seed": int,
     "seeds": list[int],
     "datasets": list[str],
@@ -351,23 +390,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
     """Build and validate Params from an already-parsed mapping."""
-    from stages.lib.datasets import DATASETS
-    from stages.lib.datasets.own import SHAPES as OWN_SHAPES
-    from stages.lib.datasets.own import own_source_type
-    from stages.lib.methods import METHODS
-
     try:
         if not isinstance(raw, dict):
             raise _KeyError("(top level)", "a mapping of sections", raw)
-        accepted = set(_FIXED_TOP) | {"sources"} | set(METHODS.names())
+        accepted = set(FIXED_TOP) | {"sources"} | set(METHODS.names())
         for key in raw:
             if key not in accepted:
                 raise _UnknownKey(_key_name(key), sorted(accepted))
         values: dict[str, Any] = {}
-        for key, typ in _FIXED_TOP.items():
+        for key, typ in FIXED_TOP.items():
             if key not in raw:
                 raise _Missing(key)
-            values[key] = _convert(raw[key], typ, key)
+            values[key] = convert(raw[key], typ, key)
 
         sources_raw = raw.get("sources")
         if not isinstance(sources_raw, dict):
@@ -382,11 +416,11 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
         for name, typ in FIXED_SOURCES.items():
             if name not in sources_raw:
                 raise _Missing(f"sources.{name}")
-            sources[name] = _convert(sources_raw[name], typ, f"sources.{name}")
+            sources[name] = convert(sources_raw[name], typ, f"sources.{name}")
         for name in DATASETS.names():
             spec = DATASETS.get(name)
             if name in sources_raw:
-                sources[name] = _convert(sources_raw[name], spec.params_type, f"sources.{name}")
+                sources[name] = convert(sources_raw[name], spec.params_type, f"sources.{name}")
             elif name in values["datasets"]:
                 raise _Missing(f"sources.{name}")
         for name, value in sources_raw.items():  # datasets of your own: recognised by their shape
@@ -396,96 +430,56 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
         for name in METHODS.names():
             spec = METHODS.get(name)
             if name in raw:
-                method_sections[name] = _convert(raw[name], spec.params_type, name)
+                method_sections[name] = convert(raw[name], spec.params_type, name)
             elif name in values["methods"]:
                 raise _Missing(name)
         params = Params(sources=sources, method=method_sections, **values)
-        _check(params, DATASETS, METHODS)
+        _check(params)
+        # the split's rules live with the split (pandas): imported here, so that `--help` stays light
+        from stages.lib import splits
+
+        splits.check_params(params, DATASETS, own_datasets(params))
     except _KeyError as exc:
         raise PipelineError(_printable(f"{origin}: {exc}")) from None
     return params
 
 
-def _check(p: Params, datasets, methods) -> None:
-    _require(0 <= p.seed <= MAX_SEED, "seed", SEED_RANGE, p.seed)
+def own_datasets(p: Params) -> list[str]:
+    """The names in `sources` that define a dataset of your own."""
+    return [name for name, source in p.sources.items() if is_own(source)]
+
+
+def _check(p: Params) -> None:
+    """The rules of the whole file: the top-level settings, then each section's own."""
+    check_settings(p, "")
     _require(len(p.seeds) > 0, "seeds", "a non-empty list of training seeds", p.seeds)
     for index, value in enumerate(p.seeds):
-        _require(0 <= value <= MAX_SEED, f"seeds[{index}]", SEED_RANGE, value)
+        _require(SEED.ok(value), f"seeds[{index}]", SEED_RANGE, value)
     _require(len(set(p.seeds)) == len(p.seeds), "seeds", "a list without repeats", p.seeds)
-    _require(p.shots >= 0, "shots", "an integer >= 0 (0 = every training image)", p.shots)
-    from stages.lib.datasets.own import SHAPES as OWN_SHAPES
-    from stages.lib.datasets.own import is_own
-
-    own = [name for name, source in p.sources.items() if is_own(source)]
+    own = own_datasets(p)
     for key, names, accepted, more in (
-        ("datasets", p.datasets, sorted([*datasets.names(), *own]),
+        ("datasets", p.datasets, sorted([*DATASETS.names(), *own]),
          f", or a dataset of your own defined as sources.<name>: {OWN_SHAPES}"),
-        ("methods", p.methods, methods.names(), ""),
+        ("methods", p.methods, METHODS.names(), ""),
     ):
         _require(len(names) > 0, key, f"a non-empty list of: {', '.join(accepted)}", names)
         for name in names:
             if name not in accepted:
                 raise _KeyError(key, f"names from: {', '.join(accepted)}{more}", name)
         _require(len(set(names)) == len(names), key, "a list without repeats", names)
-    for section in (p.split, p.model, p.train, p.embed, p.evaluate, p.umap, p.pictures, p.primary):
-        section.check(_section_name(section))
+    for key, typ in FIXED_TOP.items():
+        if hasattr(typ, "check"):
+            getattr(p, key).check(key)
     for name, section in p.sources.items():
         if hasattr(section, "check"):
             section.check(f"sources.{name}")
     for name, section in p.method.items():
         if hasattr(section, "check"):
             section.check(name)
-    if p.split.source == "annotations":
-        from stages.lib.annotations import LOW_DATA_SHOTS
-
-        published = [n for n in datasets.names() if datasets.get(n).annotation_prefix]
-        for name in p.datasets:
-            if name in own or not datasets.get(name).annotation_prefix:
-                mine = "; a split column in your CSV is used as given" if name in own else ""
-                raise _KeyError(
-                    "split.source",
-                    f"generated when datasets include {name} (the study published split lists only for "
-                    f"{', '.join(published)}{mine})",
-                    p.split.source,
-                )
-        _require(
-            p.shots in (0, LOW_DATA_SHOTS), "shots",
-            f"0 or {LOW_DATA_SHOTS} with split.source: annotations (the study's lists cover only those); "
-            "set split.source: generated for other values",
-            p.shots,
-        )
-    if p.shots and p.split.source == "generated":
-        from stages.lib.splits import train_sizes
-
-        for name in p.datasets:
-            if name in own:
-                continue  # known once downloaded: the split stage checks it
-            spec = datasets.get(name)
-            sizes = spec.class_sizes(p.sources[name])
-            if sizes is None:
-                continue  # known only after the download: the split stage names the limit
-            per_class = spec.study_test_per_class if p.split.test_per_class == "study" else p.split.test_per_class
-            try:
-                train = train_sizes(
-                    sizes, test_fraction=p.split.test_fraction, val_fraction=p.split.val_fraction, seed=p.seed,
-                    test_per_class=per_class,
-                )
-            except PipelineError as exc:
-                raise _KeyError("split", f"a split that {name} allows ({exc})", dataclasses.asdict(p.split)) from None
-            smallest = min(train, key=lambda c: (train[c], c))
-            if p.shots > train[smallest]:
-                raise _KeyError(
-                    "shots",
-                    f"at most {train[smallest]} for {name} (the training images of its class {smallest!r} once test "
-                    "and val are held out; 0 = every image)",
-                    p.shots,
-                )
 
 
 def _own_source(name: Any, value: dict) -> Any:
     """`sources.<name>` of a dataset of your own: a folder of class folders, or a CSV and its root."""
-    from stages.lib.datasets.own import SHAPES, FolderSource, own_source_type
-
     key = f"sources.{_key_name(name)}"
     if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name)):
         raise _KeyError(
@@ -493,104 +487,5 @@ def _own_source(name: Any, value: dict) -> Any:
         )
     typ = own_source_type(value)
     if typ is FolderSource and ("csv" in value or "root" in value):
-        raise _KeyError(key, f"one of {SHAPES}, not both", value)
-    return _convert(value, typ, key)
-
-
-def _section_name(section: Any) -> str:
-    for key, typ in _FIXED_TOP.items():
-        if typ is type(section):
-            return key
-    return type(section).__name__
-
-
-# --- conversion ----------------------------------------------------------------------------
-
-
-def _type_words(typ: Any) -> str:
-    """How an error message names a type: `int` -> "an integer", `Literal["a"]` -> "a"."""
-    if typing.get_origin(typ) is Literal:
-        return " or ".join(map(str, typing.get_args(typ)))
-    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
-    return words.get(typ, getattr(typ, "__name__", str(typ)))
-
-
-def _convert(value: Any, typ: Any, key: str) -> Any:
-    """Convert a parsed YAML value to `typ`, or raise _KeyError naming `key`."""
-    origin = typing.get_origin(typ)
-    if dataclasses.is_dataclass(typ):
-        return _to_dataclass(value, typ, key)
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise _KeyError(key, "true or false", value)
-    if typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _KeyError(key, "an integer", value)
-    if typ is float:
-        # DVC writes floats like 5e-05, which PyYAML (YAML 1.1) reads as a string.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise _KeyError(key, "a number", value) from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                number = float(value)  # an int beyond the float range overflows
-            except OverflowError:
-                number = math.inf
-            if math.isfinite(number):
-                return number
-        raise _KeyError(key, "a finite number", value)
-    if typ is str:
-        if isinstance(value, str):
-            return value
-        raise _KeyError(key, "a string", value)
-    if origin is list:
-        (item_type,) = typing.get_args(typ)
-        if not isinstance(value, list):
-            raise _KeyError(key, "a list", value)
-        return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is Literal:
-        choices = typing.get_args(typ)
-        if value in choices:
-            return value
-        raise _KeyError(key, f"one of: {', '.join(map(str, choices))}", value)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(typ)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(value, inner[0], key)
-        for option in inner:  # e.g. `int | Literal["study"] | None`: the first that fits
-            try:
-                return _convert(value, option, key)
-            except _KeyError:
-                continue
-        raise _KeyError(key, " or ".join(_type_words(a) for a in args), value)
-    if typ is Any:
-        return value
-    raise TypeError(f"unsupported params type {typ!r} for {key}")
-
-
-def _to_dataclass(value: Any, cls: type[T], key: str) -> T:
-    if value is None and not fields(cls):
-        value = {}
-    if not isinstance(value, dict):
-        raise _KeyError(key, "a mapping", value)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    for k in value:
-        if k not in names:
-            raise _UnknownKey(f"{key}.{_key_name(k)}", names)
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in value:
-            kwargs[f.name] = _convert(value[f.name], hints[f.name], f"{key}.{f.name}")
-        elif f.default is not dataclasses.MISSING:
-            kwargs[f.name] = f.default
-        else:
-            raise _Missing(f"{key}.{f.name}")
-    return cls(**kwargs)
+        raise _KeyError(key, f"one of {OWN_SHAPES}, not both", value)
+    return convert(value, typ, key)

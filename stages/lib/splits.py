@@ -6,12 +6,16 @@ are fixed by `seed` and the fractions alone, so full and k-shot runs score on th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from stages.lib.annotations import LOW_DATA_SHOTS
 from stages.lib.errors import PipelineError
+from stages.lib.validate import ParamError, require
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "label", "class", "group"]
@@ -159,3 +163,57 @@ def given_splits(manifest: pd.DataFrame) -> SplitTables:
     table = manifest.assign(label=manifest["class"].map(label))
     out = {s: table[table["split"] == s][COLUMNS].reset_index(drop=True) for s in SPLITS}
     return SplitTables(out["train"], out["val"], out["test"], classes)
+
+
+# --- the split's params rules, checked with params.yaml before anything runs ------------------
+
+
+def check_params(p: Any, datasets: Any, own: list[str]) -> None:
+    """Refuse (ParamError) a `split` and `shots` that the datasets cannot give: the study's lists
+    exist only for some datasets and shots; `shots` at most the training images the smallest class
+    keeps once test and val are held out, where the class sizes are known before the download.
+
+    `p` is the loaded Params, `datasets` the dataset registry, `own` the datasets of your own.
+    """
+    if p.split.source == "annotations":
+        published = [n for n in datasets.names() if datasets.get(n).annotation_prefix]
+        for name in p.datasets:
+            if name in own or not datasets.get(name).annotation_prefix:
+                mine = "; a split column in your CSV is used as given" if name in own else ""
+                raise ParamError(
+                    "split.source",
+                    f"generated when datasets include {name} (the study published split lists only for "
+                    f"{', '.join(published)}{mine})",
+                    p.split.source,
+                )
+        require(
+            p.shots in (0, LOW_DATA_SHOTS), "shots",
+            f"0 or {LOW_DATA_SHOTS} with split.source: annotations (the study's lists cover only those); "
+            "set split.source: generated for other values",
+            p.shots,
+        )
+    if not p.shots or p.split.source != "generated":
+        return
+    for name in p.datasets:
+        if name in own:
+            continue  # known once downloaded: the split stage checks it
+        spec = datasets.get(name)
+        sizes = spec.class_sizes(p.sources[name])
+        if sizes is None:
+            continue  # known only after the download: the split stage names the limit
+        per_class = spec.study_test_per_class if p.split.test_per_class == "study" else p.split.test_per_class
+        try:
+            train = train_sizes(
+                sizes, test_fraction=p.split.test_fraction, val_fraction=p.split.val_fraction, seed=p.seed,
+                test_per_class=per_class,
+            )
+        except PipelineError as exc:
+            raise ParamError("split", f"a split that {name} allows ({exc})", dataclasses.asdict(p.split)) from None
+        smallest = min(train, key=lambda c: (train[c], c))
+        if p.shots > train[smallest]:
+            raise ParamError(
+                "shots",
+                f"at most {train[smallest]} for {name} (the training images of its class {smallest!r} once test "
+                "and val are held out; 0 = every image)",
+                p.shots,
+            )

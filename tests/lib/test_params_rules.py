@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ RULES = [
          ("primary.better", "simclr")),
     case("primary.than must be a method other than better (triplet), got 'triplet'",
          ("primary.than", "triplet")),
+    case(f"primary.than must be one of: {', '.join(METHODS.names())}, got 'simclr'", ("primary.than", "simclr")),
     case("primary.metric must be one of: kmeans_acc, got 'nmi'", ("primary.metric", "nmi")),
     case("primary.view must be one of: raw, l2, got 'cosine'", ("primary.view", "cosine")),
     case("sources.weights.url must be a string, got 5", ("sources.weights.url", 5)),
@@ -304,20 +306,34 @@ def test_unreadable_files_are_one_line_naming_the_file(tmp_path):
 
 RULE_CALLS = {"_require", "_one_of", "require", "one_of"}  # params.py imports validate's helpers as _require, ...
 KEY_ERRORS = {"_KeyError", "_UnknownKey", "_Missing", "ParamError", "UnknownKey", "MissingKey", "PipelineError"}
-RULE_FILES = [Path(params_module.__file__), *sorted((ROOT / "stages/lib/datasets").glob("*.py")),
+SPLITS_FILE = ROOT / "stages/lib/splits.py"  # only its `check_params`: the split's params rules
+RULE_FILES = [Path(params_module.__file__), SPLITS_FILE, *sorted((ROOT / "stages/lib/datasets").glob("*.py")),
               *sorted((ROOT / "stages/lib/methods").glob("*.py"))]
+RAISING_FILES = {"params.py", "splits.py"}  # where each raise of a key error is a rule
 
 
 def _name(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+def setting_sites() -> set[tuple[str, str]]:
+    """("setting", "<section class>.<field>") of every setting that states a rule (stages/lib/schema.py)."""
+    sections = {c for c in vars(params_module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)}
+    sections |= {DATASETS.get(n).params_type for n in DATASETS.names()}
+    sections |= {METHODS.get(n).params_type for n in METHODS.names()}
+    return {("setting", f"{c.__qualname__}.{f.name}") for c in sections for f in dataclasses.fields(c)
+            if f.metadata.get("rule") is not None}
+
+
 def rule_sites() -> set[tuple[str, int, int]]:
-    """(file, first line, last line) of every rule: each `_require` / `_one_of` call, and in
-    params.py each raise of a key error that is not the helpers' own or the final re-raise."""
+    """(file, first line, last line) of every rule written as code: each `_require` / `_one_of` call,
+    and in params.py and splits.py's `check_params` each raise of a key error that is not the
+    helpers' own or the final re-raise."""
     sites = set()
     for path in RULE_FILES:
         tree = ast.parse(path.read_text())
+        if path == SPLITS_FILE:
+            tree = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "check_params")
         skip: set[int] = set()  # ids of nodes inside the helpers and the handler that re-raises
         for node in ast.walk(tree):
             helper = isinstance(node, ast.FunctionDef) and node.name in RULE_CALLS
@@ -329,7 +345,7 @@ def rule_sites() -> set[tuple[str, int, int]]:
                 continue
             call = isinstance(node, ast.Call) and _name(node.func) in RULE_CALLS
             raised = (
-                path.name == "params.py" and isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+                path.name in RAISING_FILES and isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
                 and _name(node.exc.func) in KEY_ERRORS
             )
             if call or raised:
@@ -337,9 +353,13 @@ def rule_sites() -> set[tuple[str, int, int]]:
     return sites
 
 
-def rejecting_site(error: PipelineError) -> tuple[str, int]:
-    """(file, line) of the rule that raised `error`: the caller of `_require` / `_one_of`, or the raise."""
+def rejecting_site(error: PipelineError) -> tuple[str, int | str]:
+    """Where the rule that raised `error` is: ("setting", "<class>.<field>") for a setting's rule,
+    else (file, line): the caller of `_require` / `_one_of`, or the raise."""
     inner = error.__context__ if type(error.__context__).__name__ in KEY_ERRORS else error
+    if getattr(inner, "setting", None):
+        cls, name = inner.setting
+        return "setting", f"{cls.__qualname__}.{name}"
     frames = []
     tb = inner.__traceback__
     while tb is not None:
@@ -359,10 +379,11 @@ def test_every_rule_has_a_rejecting_case(tmp_path):
         with pytest.raises(PipelineError) as info:
             load_params(path)
         hit.add(rejecting_site(info.value))
-    sites = rule_sites()
-    assert len(sites) > 60  # the scan finds the rules (a broken scan would pass vacuously)
+    sites, settings = rule_sites(), setting_sites()
+    assert len(sites) > 30 and len(settings) > 30  # the scans find the rules (a broken scan would pass vacuously)
     missed = sorted(
         (f"{Path(f).relative_to(ROOT)}:{start}" for f, start, end in sites
-         if not any(hf == f and start <= line <= end for hf, line in hit)),
+         if not any(hf == f and isinstance(line, int) and start <= line <= end for hf, line in hit)),
     )
+    missed += sorted(name for kind, name in settings - hit)
     assert not missed, f"rules with no rejecting case in RULES: {missed}"
