@@ -212,7 +212,8 @@ class EvaluateParams:
         "resamples of the test images behind every 95% interval (`kmeans_acc_ci95`, the report's comparisons)",
         at_least(1000, note="fewer make the 2.5% tails of a 95% interval unstable"),
     )
-    bootstrap_seed: int = setting(0, "the bootstrap's seed", SEED)
+    bootstrap_seed: int = setting(
+        0, "the bootstrap's seed; also seeds the 200 label permutations of `kmeans_acc_chance`", SEED)
 
     def check(self, where: str) -> None:
         check_settings(self, where)
