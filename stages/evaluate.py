@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from stages.lib.arrays import load_npz
     from stages.lib.atomic import atomic_path, write_json
+    from stages.lib.chance_fields import chance_fields
     from stages.lib.device import compute_device
     from stages.lib.metrics import evaluate_bytes, evaluate_embeddings
 
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         "n_classes": int(len(np.unique(labels))),
         "leak": {k: int(v) for k, v in leak.items()},
     }
+    chance = chance_fields(labels, per_image, seed=e.bootstrap_seed)  # K-means accuracy's chance level, per view
+    metrics["kmeans_acc_chance"], metrics["l2"]["kmeans_acc_chance"] = chance["raw"], chance["l2"]
     if pool is not None:
         metrics["triplet_pool"] = pool
     table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": labels, **per_image})

@@ -1,12 +1,19 @@
 """report: every run of the current `datasets` x `methods` x `seeds` side by side, with its
-uncertainty and its leaks.
+uncertainty, its chance level and its leaks, led by one primary question.
 
 Writes `report/summary.json` (DVC metrics: per dataset and method the mean of every metric over
-the training seeds, the 95% bootstrap interval of K-means accuracy over test images and seeds, the
-same on L2-normalised embeddings, the leak counts, the study's number where the run is comparable
-with it, and paired bootstrap comparisons of each method with the baseline on the same test
-images), `report/summary.md`, and into the plots folder a chart of K-means accuracy with its
-intervals, a grid of the UMAP pictures and the training curves of every run overlaid per dataset.
+the training seeds, the 95% bootstrap interval of K-means accuracy over test images and seeds and
+its chance level, the same on L2-normalised embeddings, the leak counts, the study's number where
+the run is comparable with it, and the comparisons of each method with the baseline on the same
+test images: the primary one (`primary` in params.yaml) and the secondary ones, Holm-adjusted; a
+method-level verdict only from several training seeds), `report/summary.md`, and into the plots
+folder a chart of K-means accuracy with its intervals, a grid of the UMAP pictures and the
+training curves of every run overlaid per dataset.
+
+Beside every interval whose measured coverage is below 0.90 in the closest setting measured, the
+report prints that coverage. It reads it from `docs/coverage.json` (written by
+`scripts/coverage.py`; a dependency of the stage in dvc.yaml), so that re-measuring coverage
+updates the report and no copy of the table can go stale.
 
 This stage reads the files and writes the markdown; the numbers are computed in
 `stages.lib.summary`, the figures drawn in `stages.lib.report_figures`.
@@ -25,6 +32,8 @@ from stages.lib.leaks import is_clean
 from stages.lib.summary import (
     METRICS,
     PERCENT,
+    VIEWS,
+    Comparison,
     DatasetSummary,
     MethodSummary,
     Run,
@@ -38,6 +47,24 @@ from stages.lib.summary import (
 # `python -m stages.report --help` answers at once.
 
 log = logging.getLogger("stages.report")
+
+# The measured coverage of the report's intervals (scripts/coverage.py writes it).
+COVERAGE = Path(__file__).resolve().parent.parent / "docs" / "coverage.json"
+
+
+def read_coverage(path: Path = COVERAGE) -> dict:
+    """docs/coverage.json: the measured coverage of every interval the report prints."""
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found; restore it (git checkout docs/coverage.json) or measure it with "
+                            "python scripts/coverage.py") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{path} is corrupt ({exc}); restore it (git checkout docs/coverage.json)") from None
+    missing = [k for k in ("threshold", "kmeans", "paired", "paired_model") if k not in table]
+    if missing:
+        raise PipelineError(f"{path} has no {', '.join(missing)}; re-run python scripts/coverage.py")
+    return table
 
 
 def read_runs(
@@ -57,7 +84,7 @@ def read_runs(
                     raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)") from None
                 except json.JSONDecodeError as exc:
                     raise PipelineError(f"{path} is corrupt ({exc}); re-run the evaluate stage") from None
-                missing = [k for k in ("kmeans_acc", "l2", "leak") if k not in scores]
+                missing = [k for k in ("kmeans_acc", "kmeans_acc_chance", "l2", "leak") if k not in scores]
                 if missing:
                     raise PipelineError(f"{path} has no {', '.join(missing)}; re-run the evaluate stage (dvc repro)")
                 table = predictions_dir / dataset / method / f"seed{seed}.csv"
@@ -107,12 +134,20 @@ def _ci(ci: list[float]) -> str:
     return f"[{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
 
 
+def _accuracy_cell(stats: ViewStats) -> str:
+    """K-means accuracy, its interval (with its measured coverage where below 0.90) and its chance level."""
+    text = f"{_pct(stats.mean['kmeans_acc'])} {_ci(stats.kmeans_acc_ci95)}"
+    if stats.coverage is not None:
+        text += f" ({stats.coverage.text()})"
+    return text + f"; chance {_pct(stats.chance.mean)}, p95 {_pct(stats.chance.p95)}"
+
+
 def _cell(stats: ViewStats, metric: str) -> str:
+    if metric == "kmeans_acc":
+        return _accuracy_cell(stats)
     scale, unit, digits = (100, "%", 1) if metric in PERCENT else (1, "", 3)
     text = f"{stats.mean[metric] * scale:.{digits}f}{unit}"
-    if metric == "kmeans_acc":
-        text += f" {_ci(stats.kmeans_acc_ci95)}"
-    elif metric in stats.seed_std:
+    if metric in stats.seed_std:
         text += f" ± {stats.seed_std[metric] * scale:.{digits}f}"
     return text
 
@@ -144,9 +179,29 @@ def _study_cell(entry: MethodSummary) -> str:
     return f"{_pct(p.kmeans_acc, 2)} {_ci(p.ci95)} ({p.correct:,}/{p.n_test:,})" if p else "-"
 
 
+def _comparison_sentence(c: Comparison, label: dict[str, str]) -> str:
+    """`c`'s difference, the interval its verdict uses (and what that interval is over), then the verdict."""
+    text = f"{c.difference * 100:+.1f} points, "
+    if c.interval == "images":
+        text += f"image-level 95% CI {_ci(c.ci95)} (two trained models, one seed each)"
+    else:
+        text += f"95% CI {_ci(c.ci95)} over {c.seeds} seeds (t, {c.seeds - 1} df)"
+    if c.coverage is not None:
+        text += f", {c.coverage.text()}"
+    if c.ci_simultaneous is not None:
+        text += f", simultaneous 95% CI {_ci(c.ci_simultaneous)}, p = {c.p_value:.3g}, Holm-adjusted p = {c.p_holm:.3g}"
+    text += f": {verdict(c, label)}."
+    if c.seeds > 1:
+        text += " Per seed (image-level): " + "; ".join(
+            f"seed {s}: {d.difference * 100:+.1f} {_ci(d.ci95)}" for s, d in c.per_seed.items()) + "."
+    return text
+
+
 def markdown(summary: dict[str, DatasetSummary], params) -> str:
-    """The summary as markdown: per dataset a table, the paired comparisons, then the notes."""
+    """The summary as markdown: per dataset a table, the primary question, the secondary
+    comparisons, then the notes."""
     methods, shots = params.methods, params.shots
+    primary = params.primary
     from stages.lib.plotting import method_label
 
     regime = "all training images" if shots == 0 else f"{shots} training images per class"
@@ -154,9 +209,19 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
     lines = [
         f"# Results ({regime})", "",
         "K-means accuracy with its 95% bootstrap interval over test images (and over training seeds when there are "
-        "several); other metrics: mean ± standard deviation over seeds. `L2` repeats K-means on L2-normalised "
+        "several) and its chance level (the same clustering matched to permuted labels: mean and 95th percentile, "
+        "p95); other metrics: mean ± standard deviation over seeds. `L2` repeats K-means on L2-normalised "
         "embeddings. `leak`: test images (or their source groups) the training could see. `study`: the published "
-        "number with its own interval, only where the run matches the study's conditions.", "",
+        "number with its own interval, only where the run matches the study's conditions. Where an interval's "
+        "measured coverage (docs/coverage.json) is below 0.90 in the closest setting measured, it is printed "
+        "beside it.", "",
+        f"The primary question (`primary` in params.yaml) is {label.get(primary.better, primary.better)} minus "
+        f"{label.get(primary.than, primary.than)}, K-means accuracy on {VIEWS[primary.view]}, per dataset; every "
+        "other comparison is secondary, with Holm-adjusted p-values and Bonferroni simultaneous intervals over the "
+        "dataset's secondary comparisons. A method-level verdict comes from training seeds only (a t-interval over "
+        "the per-seed paired differences); with one seed an interval compares two trained models and no "
+        "method-level claim is made. An accuracy at or below its chance level's 95th percentile gets no \"better "
+        "than\" claim.", "",
     ]
     for dataset, data in summary.items():
         entries = data.methods
@@ -168,20 +233,25 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
             e = entries[method]
             raw, l2 = e.views["raw"], e.views["l2"]
             cells = " | ".join(_cell(raw, m) for m in METRICS)
-            l2_cell = f"{_pct(l2.mean['kmeans_acc'])} {_ci(l2.kmeans_acc_ci95)}"
-            lines.append(f"| {label[method]} | {cells} | {l2_cell} | {_leak_cell(e.leak)} | {_study_cell(e)} |")
+            lines.append(f"| {label[method]} | {cells} | {_accuracy_cell(l2)} | {_leak_cell(e.leak)} | "
+                         f"{_study_cell(e)} |")
         lines.append("")
-        base = label[data.baseline]
-        for method, views in data.comparisons.items():
-            c, c2 = views["raw"], views["l2"]
-            seeds = "; ".join(f"seed {s}: {d.difference * 100:+.1f} {_ci(d.ci95)}" for s, d in c.per_seed.items())
-            lines.append(
-                f"- {label[method]} vs {base}: K-means accuracy {c.pooled.difference * 100:+.1f} points "
-                f"{_ci(c.pooled.ci95)}: {verdict(c.pooled.sign, label[method], base)}. Per seed: {seeds}. "
-                f"L2-normalised: {c2.pooled.difference * 100:+.1f} {_ci(c2.pooled.ci95)}, "
-                f"{verdict(c2.pooled.sign, label[method], base)}."
-            )
+        main = data.primary()
+        if main is not None:
+            lines += [f"**Primary question**: {label[main.method]} minus {label[main.than]}, K-means accuracy on "
+                      f"{VIEWS[main.view]}: {_comparison_sentence(main, label)}", ""]
+        else:
+            lines += [f"**No primary question here**: {data.primary_note}.", ""]
+        others = [c for views in data.comparisons.values() for c in views.values() if c.role == "secondary"]
+        if others:
+            lines.append("Secondary comparisons:")
+            lines += [f"- secondary: {label[c.method]} vs {label[c.than]}, {VIEWS[c.view]}: "
+                      f"{_comparison_sentence(c, label)}" for c in others]
         notes = [_leak_sentence(label[m], entries[m].leak, entries[m].n_test) for m in methods if not entries[m].clean]
+        notes += [f"- {label[m]}'s K-means accuracy on {VIEWS[view]} is inside its chance band (at or below the "
+                  f"chance level's 95th percentile) on seed(s) {', '.join(str(s) for s in stats.chance.inside_band)}: "
+                  "no \"better than\" claim rests on it."
+                  for m in methods for view, stats in entries[m].views.items() if stats.chance.inside_band]
         notes += [f"- No study number beside {label[m]}: {entries[m].published_note}." for m in methods
                   if entries[m].published_note is not None]
         if notes:
@@ -206,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.report_figures import accuracy_chart, curves, umap_grid
 
     runs = read_runs(args.metrics, args.predictions, params.datasets, params.methods, params.seeds)
-    summary = summarise_runs(runs, params)
+    summary = summarise_runs(runs, params, read_coverage())
     figures = {
         "summary.png": accuracy_chart(summary, params.methods, len(params.seeds), params.shots,
                                       params.model.pretrained),

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "docs/coverage.json", ".dvc/config", ".dvcignore", ".gitignore")
 
 
 def default_params() -> dict[str, Any]:

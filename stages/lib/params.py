@@ -212,7 +212,8 @@ class EvaluateParams:
         "resamples of the test images behind every 95% interval (`kmeans_acc_ci95`, the report's comparisons)",
         at_least(1000, note="fewer make the 2.5% tails of a 95% interval unstable"),
     )
-    bootstrap_seed: int = setting(0, "the bootstrap's seed", SEED)
+    bootstrap_seed: int = setting(
+        0, "the bootstrap's seed; also seeds the 200 label permutations of `kmeans_acc_chance`", SEED)
 
     def check(self, where: str) -> None:
         check_settings(self, where)
@@ -244,6 +245,32 @@ class PicturesParams:
 
     def check(self, where: str) -> None:
         check_settings(self, where)
+
+
+# The comparisons the report can make: K-means accuracy (the one metric with per-image results and a
+# chance level) on either view of the embeddings.
+REPORT_METRICS = ("kmeans_acc",)
+REPORT_VIEWS = ("raw", "l2")
+
+
+@dataclass(frozen=True)
+class PrimaryParams:
+    """The report's primary question, per dataset and shots; every other comparison is secondary."""
+
+    better: str = setting("triplet", "the report's primary question, per dataset and shots: this method minus "
+                          "`than` (the report leads with it; every other comparison is secondary, Holm-adjusted)",
+                          choice(METHODS.names()))
+    than: str = setting(
+        "classification", "the method `better` is compared with, on the same test images",
+        Rule(lambda v, s: v != s.better, "a method other than better ({better})", whole=True),
+    )
+    metric: str = setting("kmeans_acc", "the metric compared: `kmeans_acc` (the one with per-image results and a "
+                          "chance level)", choice(REPORT_METRICS))
+    view: str = setting("raw", "the embeddings compared: `raw` or `l2` (L2-normalised)", choice(REPORT_VIEWS))
+
+    def check(self, where: str) -> None:
+        check_settings(self, where)
+        _require(self.than in METHODS.names(), f"{where}.than", f"one of: {', '.join(METHODS.names())}", self.than)
 
 
 @dataclass(frozen=True)
@@ -316,6 +343,7 @@ class Params:
     evaluate: EvaluateParams
     umap: UmapParams
     pictures: PicturesParams
+    primary: PrimaryParams
 
     def source(self, dataset: str) -> Any:
         """The `sources.<dataset>` section."""
@@ -340,6 +368,7 @@ FIXED_TOP = {
     "evaluate": EvaluateParams,
     "umap": UmapParams,
     "pictures": PicturesParams,
+    "primary": PrimaryParams,
 }
 
 

@@ -1,5 +1,16 @@
 """The report's numbers: every run of a dataset x method over its seeds, with its uncertainty, its
-leaks, the study's number where comparable, and paired comparisons with the baseline.
+chance level, its leaks, the study's number where comparable, and paired comparisons with the
+baseline: one primary, the others secondary (issue 20).
+
+Verdicts: a method-level statement ("A better than B") comes only from training seeds: the
+t-interval over the per-seed paired differences (`stats.seed_interval`) for the primary
+comparison (`params.primary`), Holm-adjusted p-values and Bonferroni intervals over the
+secondary ones (`stats.secondary`). With one seed every comparison gives its image-level
+interval, which compares two trained models, and makes no method-level claim. No claim rests on
+an accuracy inside its chance band (at or below the 95th percentile of the chance level the
+evaluate stage wrote for that run, `kmeans_acc_chance`). Intervals whose measured coverage
+(docs/coverage.json, `scripts/coverage.py`) is below its threshold in the closest measured
+setting carry that coverage (`Coverage`).
 
 Pure functions over `Run`s (no files read or written here). Each view of the embeddings (raw and
 L2-normalised, `VIEWS`) gets the same shape: a `ViewStats` per method and a `Comparison` per
@@ -14,7 +25,7 @@ filled in `summarise_runs`, written in that class's `to_json`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +34,7 @@ from stages.lib.atomic import rounded
 from stages.lib.errors import PipelineError
 from stages.lib.leaks import LEAK_KEYS, is_clean
 from stages.lib.published import incomparable, published
-from stages.lib.stats import accuracy_ci, paired_difference, summarise
+from stages.lib.stats import CONFIDENCE, accuracy_ci, paired_difference, secondary, seed_interval, summarise
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,17 +76,51 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """The measured coverage of a 95% interval in the closest setting `scripts/coverage.py`
+    measured (`where`, e.g. "n=30" or "3 seeds"); only kept when below the threshold (0.90)."""
+
+    coverage: float
+    where: str
+
+    def to_json(self) -> dict:
+        return {"coverage": self.coverage, "at": self.where}
+
+    def text(self) -> str:
+        return f"measured coverage {self.coverage:.2f} at {self.where}"
+
+
+@dataclass(frozen=True)
+class Chance:
+    """The chance level of K-means accuracy on one view (the evaluate stage's `kmeans_acc_chance`),
+    averaged over the seeds, and the seeds whose accuracy is at or below their own run's 95th
+    percentile: inside the chance band, where no "better than" claim may rest."""
+
+    mean: float
+    p95: float
+    inside_band: list[int]
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean, "p95": self.p95, "inside_band_seeds": self.inside_band}
+
+
+@dataclass(frozen=True)
 class ViewStats:
     """One method on one view, over its seeds: the mean of every metric, its sample standard
-    deviation over seeds (only with several seeds) and the bootstrap CI of K-means accuracy."""
+    deviation over seeds (only with several seeds), the bootstrap CI of K-means accuracy (with its
+    measured coverage where that is below the threshold) and the chance level of K-means accuracy."""
 
     mean: dict[str, float]
     seed_std: dict[str, float]
     kmeans_acc_ci95: list[float]
+    chance: Chance
+    coverage: Coverage | None = None
 
     def to_json(self) -> dict:
-        out: dict = {**self.mean, "kmeans_acc_ci95": self.kmeans_acc_ci95}
+        out: dict = {**self.mean, "kmeans_acc_ci95": self.kmeans_acc_ci95, "kmeans_acc_chance": self.chance.to_json()}
         out.update({f"{metric}_seed_std": std for metric, std in self.seed_std.items()})
+        if self.coverage is not None:
+            out["kmeans_acc_ci95_coverage"] = self.coverage.to_json()
         return out
 
 
@@ -94,19 +139,49 @@ class Difference:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A method against the baseline on one view: pooled over seeds, per seed, and the spread of
-    the per-seed differences (only with several seeds)."""
+    """`method` minus `than` on one view's K-means accuracy, the same test images for both.
 
-    pooled: Difference
-    per_seed: dict[int, Difference]
-    seed_std: float | None
+    `difference` is the mean over seeds of the per-seed paired differences and `ci95` the interval
+    the verdict uses: with several seeds the t-interval over seeds (`interval` "seeds"), with one
+    seed the image-level paired bootstrap interval of the two trained models (`interval`
+    "images"), which supports no method-level claim. `role` is "primary" (the comparison
+    `params.primary` names) or "secondary"; a secondary one has its Holm-adjusted p-value
+    `p_holm` and Bonferroni interval `ci_simultaneous` over the dataset's secondary comparisons.
+    `sign` is +1 / -1 when the verdict's test excludes 0 (the primary's CI, a secondary's p_holm
+    < 0.05) and `claim` whether the verdict says better or worse: never with one seed, never when
+    the winner's accuracy is inside its chance band. `per_seed`: each seed's image-level interval.
+    """
+
+    method: str
+    than: str
+    view: str
+    role: str
+    seeds: int
+    difference: float
+    ci95: list[float]
+    interval: str
+    sign: int
+    claim: bool
     verdict: str  # in the methods' own names (the markdown says it in the table's names)
+    per_seed: dict[int, Difference]
+    seed_std: float | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    ci_simultaneous: list[float] | None = None
+    comparisons: int | None = None  # how many secondary comparisons the Holm adjustment is over
+    coverage: Coverage | None = None  # of `ci95`, where measured below the threshold
+    blocked_by_chance: list[int] = field(default_factory=list)  # the winner's seeds inside its chance band
 
     def to_json(self) -> dict:
-        out = {**self.pooled.to_json(), "verdict": self.verdict,
+        out = {"difference": self.difference, "ci95": self.ci95, "interval": self.interval, "sign": self.sign,
+               "claim": self.claim, "verdict": self.verdict, "role": self.role, "seeds": self.seeds,
                "per_seed": {str(seed): d.to_json() for seed, d in self.per_seed.items()}}
-        if self.seed_std is not None:
-            out["seed_std"] = self.seed_std
+        optional = {"seed_std": self.seed_std, "p_value": self.p_value, "p_holm": self.p_holm,
+                    "ci_simultaneous": self.ci_simultaneous, "comparisons": self.comparisons,
+                    "coverage": self.coverage.to_json() if self.coverage else None}
+        out.update({k: v for k, v in optional.items() if v is not None})
+        if self.blocked_by_chance:
+            out["blocked_by_chance_seeds"] = self.blocked_by_chance
         return out
 
 
@@ -161,15 +236,18 @@ class DatasetSummary:
     name: str
     baseline: str
     methods: dict[str, MethodSummary]
-    comparisons: dict[str, dict[str, Comparison]] = field(default_factory=dict)  # method -> view -> comparison
+    # "A_vs_B" -> view -> comparison: every method against the baseline, and the primary pair
+    comparisons: dict[str, dict[str, Comparison]] = field(default_factory=dict)
+    primary_note: str | None = None  # why no comparison here is the primary one
+
+    def primary(self) -> Comparison | None:
+        return next((c for views in self.comparisons.values() for c in views.values() if c.role == "primary"), None)
 
     def to_json(self) -> dict:
         out: dict = {m: s.to_json() for m, s in self.methods.items()}
         if self.comparisons:
-            out["comparisons"] = {
-                f"{method}_vs_{self.baseline}": {**views["raw"].to_json(), "l2": views["l2"].to_json()}
-                for method, views in self.comparisons.items()
-            }
+            out["comparisons"] = {name: {**views["raw"].to_json(), "l2": views["l2"].to_json()}
+                                  for name, views in self.comparisons.items()}
         return out
 
 
@@ -183,12 +261,29 @@ def baseline_of(methods: list[str]) -> str:
     return "classification" if "classification" in methods else methods[0]
 
 
-def verdict(sign: int, method: str, base: str) -> str:
-    if sign > 0:
-        return f"{method} better than {base} (95% CI excludes 0)"
-    if sign < 0:
-        return f"{method} worse than {base} (95% CI excludes 0)"
-    return "no difference shown (95% CI includes 0)"
+ONE_SEED = ("one training seed: this compares two trained models on these test images, not two methods; "
+            "no method-level claim")
+ALPHA = 1 - CONFIDENCE
+
+
+def verdict(c: Comparison, name: dict[str, str] | None = None) -> str:
+    """The verdict of a comparison in words, the methods called by `name` (default: their own names)."""
+    name = name or {}
+    a, b = name.get(c.method, c.method), name.get(c.than, c.than)
+    if c.seeds == 1:
+        return ONE_SEED
+    test = (f"95% CI over {c.seeds} seeds" if c.role == "primary"
+            else f"Holm-adjusted p = {c.p_holm:.3g} over {c.comparisons} secondary comparisons")
+    if c.sign == 0:
+        return f"no difference shown ({test}{' includes 0' if c.role == 'primary' else ''})"
+    if c.blocked_by_chance:
+        winner = a if c.sign > 0 else b
+        seeds = ", ".join(str(s) for s in c.blocked_by_chance)
+        return (f"no claim: {winner}'s K-means accuracy is inside its chance band (at or below the chance level's "
+                f"95th percentile) on seed(s) {seeds}")
+    if c.role == "primary":
+        test += " excludes 0"
+    return f"{a} {'better' if c.sign > 0 else 'worse'} than {b} ({test})"
 
 
 def _correct(runs: list[Run], view: str) -> np.ndarray:
@@ -196,30 +291,144 @@ def _correct(runs: list[Run], view: str) -> np.ndarray:
     return np.stack([r.correct(view) for r in runs])
 
 
-def view_stats(runs: list[Run], view: str, resamples: int, seed: int) -> ViewStats:
-    """Mean over seeds of each metric (and its seed spread), and the bootstrap CI of K-means accuracy."""
+def chance_of(runs: list[Run], view: str) -> Chance:
+    """The chance level of K-means accuracy over the runs' seeds, and the seeds inside their chance band."""
+    levels = []
+    for r in runs:
+        level = (r.scores["l2"] if view == "l2" else r.scores).get("kmeans_acc_chance")
+        if level is None:
+            raise PipelineError(f"{r.dataset} {r.method} seed {r.seed}: its metrics file has no kmeans_acc_chance "
+                                f"({view}); re-run the evaluate stage (dvc repro)")
+        levels.append(level)
+    inside = [r.seed for r, level in zip(runs, levels, strict=True) if r.metric(view, "kmeans_acc") <= level["p95"]]
+    return Chance(rounded(float(np.mean([lv["mean"] for lv in levels]))),
+                  rounded(float(np.mean([lv["p95"] for lv in levels]))), inside)
+
+
+def view_stats(runs: list[Run], view: str, resamples: int, seed: int, coverage: dict | None = None) -> ViewStats:
+    """Mean over seeds of each metric (and its seed spread), the bootstrap CI of K-means accuracy
+    (and its measured coverage, from the `coverage` table, where below the threshold) and its chance level."""
     mean, spread = {}, {}
     for metric in METRICS:
         s = summarise([r.metric(view, metric) for r in runs])
         mean[metric] = rounded(s["mean"])
         if s["std"] is not None:
             spread[metric] = rounded(s["std"])
-    ci = accuracy_ci(_correct(runs, view), resamples=resamples, seed=seed)
-    return ViewStats(mean, spread, rounded(ci))
+    correct = _correct(runs, view)
+    ci = accuracy_ci(correct, resamples=resamples, seed=seed)
+    measured = (kmeans_coverage(coverage, correct.shape[1]) if len(runs) == 1
+                else bootstrap_coverage(coverage, len(runs)))
+    return ViewStats(mean, spread, rounded(ci), chance_of(runs, view), measured)
 
+
+# --- Measured coverage (docs/coverage.json, written by scripts/coverage.py) ---
+
+def _below(table: dict, coverage: float, where: str) -> Coverage | None:
+    return Coverage(rounded(coverage, 2), where) if coverage < table["threshold"] else None
+
+
+def kmeans_coverage(table: dict | None, n_test: int) -> Coverage | None:
+    """One run's image-level K-means interval: the measured setting whose test-set size is closest
+    to `n_test` (on a log scale)."""
+    if not table:
+        return None
+    best = min(table["kmeans"].values(), key=lambda r: abs(np.log(r["n_test"] / n_test)))
+    return _below(table, best["image_level"]["coverage"], f"n={best['n_test']}")
+
+
+def model_pair_coverage(table: dict | None, n_test: int) -> Coverage | None:
+    """One seed's image-level paired interval (two trained models): the closest `paired_model` setting."""
+    if not table:
+        return None
+    best = min(table["paired_model"].values(), key=lambda r: abs(np.log(r["n_test"] / n_test)))
+    return _below(table, best["image_level"]["coverage"], f"n={best['n_test']}")
+
+
+def _closest_seeds(table: dict, seeds: int, kind: str) -> tuple[int, float] | None:
+    measured = [(int(s), r[kind]["coverage"]) for setting in table["paired"].values()
+                for s, r in setting["seeds"].items() if r.get(kind)]
+    return min(measured, key=lambda m: (abs(m[0] - seeds), m[0])) if measured else None
+
+
+def seed_coverage(table: dict | None, seeds: int) -> Coverage | None:
+    """The t-interval over seeds (`stats.seed_interval`): the measured seed count closest to `seeds`."""
+    closest = _closest_seeds(table, seeds, "seed_t") if table else None
+    return _below(table, closest[1], f"{closest[0]} seeds") if closest else None
+
+
+def bootstrap_coverage(table: dict | None, seeds: int) -> Coverage | None:
+    """The two-stage bootstrap over seeds and images (the table's interval with several seeds): the
+    measured seed count closest to `seeds` (measured for a paired difference, the nearest setting there is)."""
+    closest = _closest_seeds(table, seeds, "bootstrap") if table else None
+    return _below(table, closest[1], f"{closest[0]} seeds") if closest else None
+
+
+# --- Comparisons ---
 
 def _difference(result: dict) -> Difference:
     return Difference(rounded(result["difference"]), rounded(result["ci95"]), result["sign"])
 
 
-def compare(runs: list[Run], base_runs: list[Run], view: str, resamples: int, seed: int) -> Comparison:
-    """`runs` (one method, by seed) against `base_runs` (the baseline, the same seeds) on one view."""
+def _blocked(sign: int, chance: dict[str, Chance], method: str, than: str) -> list[int]:
+    """The seeds on which the comparison's winner is inside its chance band (none without a winner)."""
+    if sign == 0:
+        return []
+    return chance[method if sign > 0 else than].inside_band
+
+
+def compare(runs: list[Run], base_runs: list[Run], view: str, resamples: int, seed: int, *, role: str = "secondary",
+            tested: dict | None = None, chance: dict[str, Chance] | None = None,
+            coverage: dict | None = None) -> Comparison:
+    """`runs` (one method, by seed) minus `base_runs` (the other, the same seeds) on one view.
+
+    `tested`: this comparison's entry of `stats.secondary` (a secondary comparison with several
+    seeds: its Holm-adjusted p-value and Bonferroni interval); `chance`: each method's chance level
+    on this view (a winner inside its band gets no claim); `coverage`: the measured coverage table."""
     a, b = _correct(runs, view), _correct(base_runs, view)
-    pooled = _difference(paired_difference(a, b, resamples=resamples, seed=seed))
+    method, than = runs[0].method, base_runs[0].method
     per_seed = {r.seed: _difference(paired_difference(a[i], b[i], resamples=resamples, seed=seed))
                 for i, r in enumerate(runs)}
-    spread = rounded(float(np.std(a.mean(axis=1) - b.mean(axis=1), ddof=1))) if len(a) > 1 else None
-    return Comparison(pooled, per_seed, spread, verdict(pooled.sign, runs[0].method, base_runs[0].method))
+    chance = chance or {}
+    if len(runs) == 1:
+        d = per_seed[runs[0].seed]
+        out = Comparison(method, than, view, role, 1, d.difference, d.ci95, "images", d.sign, False, "",
+                         per_seed, coverage=model_pair_coverage(coverage, a.shape[1]))
+        return _with_verdict(out)
+    result = seed_interval(a.mean(axis=1) - b.mean(axis=1))
+    sign = result["sign"]
+    extra: dict = {}
+    if role == "secondary":
+        if tested is None:
+            raise ValueError("a secondary comparison with several seeds needs its stats.secondary entry")
+        sign = tested["sign"]
+        extra = {"p_holm": rounded(tested["p_holm"]), "ci_simultaneous": rounded(tested["ci_simultaneous"]),
+                 "comparisons": tested["comparisons"]}
+    blocked = _blocked(sign, chance, method, than) if chance else []
+    out = Comparison(method, than, view, role, len(runs), rounded(result["difference"]), rounded(result["ci95"]),
+                     "seeds", sign, sign != 0 and not blocked, "", per_seed, seed_std=rounded(result["seed_std"]),
+                     p_value=rounded(result["p_value"]), coverage=seed_coverage(coverage, len(runs)),
+                     blocked_by_chance=blocked, **extra)
+    return _with_verdict(out)
+
+
+def _with_verdict(c: Comparison) -> Comparison:
+    return replace(c, verdict=verdict(c))
+
+
+def pairs_of(methods: list[str], base: str, primary) -> tuple[list[tuple[str, str]], str | None]:
+    """The compared pairs (A, B): every method against the baseline, with the primary pair in its
+    own direction (added when it is not one of them); and why there is no primary comparison, if so."""
+    pairs = [(m, base) for m in methods if m != base]
+    better, than = primary.better, primary.than
+    missing = [m for m in (better, than) if m not in methods]
+    if missing:
+        return pairs, (f"the primary comparison (primary: {better} minus {than} in params.yaml) was not run here "
+                       f"({', '.join(missing)} not in methods): every comparison below is secondary")
+    if (than, better) in pairs:
+        pairs[pairs.index((than, better))] = (better, than)
+    elif (better, than) not in pairs:
+        pairs.insert(0, (better, than))
+    return pairs, None
 
 
 def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[StudyNumber | None, str | None]:
@@ -239,11 +448,14 @@ def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[
     return StudyNumber(rounded(paper.accuracy), paper.correct, paper.n_test, rounded(ci)), None
 
 
-def summarise_runs(runs: list[Run], params) -> dict[str, DatasetSummary]:
-    """Per dataset of `params.datasets`: per method its statistics on each view, leaks and the
-    study's number, then paired bootstrap comparisons with the baseline, per seed and pooled."""
+def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
+    """Per dataset of `params.datasets`: per method its statistics on each view, chance level, leaks
+    and the study's number, then the comparisons (`pairs_of`): the primary one (`params.primary`)
+    and the secondary ones with Holm's adjustment over the dataset's secondary comparisons.
+    `coverage`: docs/coverage.json's table (None: no measured coverage printed)."""
     methods = params.methods
     resamples, boot_seed = params.evaluate.bootstrap_resamples, params.evaluate.bootstrap_seed
+    primary = params.primary
     base = baseline_of(methods)
     summary = {}
     for dataset in params.datasets:
@@ -263,13 +475,25 @@ def summarise_runs(runs: list[Run], params) -> dict[str, DatasetSummary]:
             study, note = _study_number(dataset, method, pool, params)
             entries[method] = MethodSummary(
                 method=method, seeds=len(group), shots=params.shots, n_test=int(len(reference)),
-                views={view: view_stats(group, view, resamples, boot_seed) for view in VIEWS},
+                views={view: view_stats(group, view, resamples, boot_seed, coverage) for view in VIEWS},
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
                 triplet_pool=pool, published=study, published_note=note,
             )
+        pairs, note = pairs_of(methods, base, primary)
+        role = {(a, b, view): "primary" if note is None and (a, b, view) == (primary.better, primary.than,
+                                                                             primary.view) else "secondary"
+                for a, b in pairs for view in VIEWS}
+        differences = {f"{a}_vs_{b}/{view}": _correct(by_method[a], view).mean(axis=1)
+                       - _correct(by_method[b], view).mean(axis=1)
+                       for (a, b, view), r in role.items() if r == "secondary"}
+        tested = secondary(differences, alpha=ALPHA) if differences else {}
         comparisons = {
-            method: {view: compare(by_method[method], by_method[base], view, resamples, boot_seed) for view in VIEWS}
-            for method in methods if method != base
+            f"{a}_vs_{b}": {view: compare(
+                by_method[a], by_method[b], view, resamples, boot_seed, role=role[a, b, view],
+                tested=tested.get(f"{a}_vs_{b}/{view}"), coverage=coverage,
+                chance={m: entries[m].views[view].chance for m in (a, b)})
+                for view in VIEWS}
+            for a, b in pairs
         }
-        summary[dataset] = DatasetSummary(dataset, base, entries, comparisons)
+        summary[dataset] = DatasetSummary(dataset, base, entries, comparisons, note)
     return summary

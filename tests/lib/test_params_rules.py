@@ -30,7 +30,7 @@ MAX = 4294967295
 SEED_RANGE = f"an integer in [0, {MAX}]"
 DELETE = object()
 OWN = "{folder: PATH} or {csv: FILE, root: FOLDER}"  # the two shapes of a dataset of your own
-TOP_KEYS = sorted(["datasets", "embed", "evaluate", "methods", "model", "pictures", "seed", "seeds", "shots",
+TOP_KEYS = sorted(["datasets", "embed", "evaluate", "methods", "model", "pictures", "primary", "seed", "seeds", "shots",
                    "sources", "split", "train", "umap", *METHODS.names()])
 TRAIN_KEYS = ("device, epochs, optimizer, lr, betas, weight_decay, warmup_epochs, warmup_start_factor, "
               "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s, processes")
@@ -93,6 +93,13 @@ RULES = [
     case("seeds must be a list, got 5", ("seeds", 5)),
     case("seeds[1] must be an integer, got 'a'", ("seeds", [0, "a"])),
     case("split.source must be one of: annotations, generated, got 'mine'", ("split.source", "mine")),
+    case(f"primary.better must be one of: {', '.join(METHODS.names())}, got 'simclr'",
+         ("primary.better", "simclr")),
+    case("primary.than must be a method other than better (triplet), got 'triplet'",
+         ("primary.than", "triplet")),
+    case(f"primary.than must be one of: {', '.join(METHODS.names())}, got 'simclr'", ("primary.than", "simclr")),
+    case("primary.metric must be one of: kmeans_acc, got 'nmi'", ("primary.metric", "nmi")),
+    case("primary.view must be one of: raw, l2, got 'cosine'", ("primary.view", "cosine")),
     case("sources.weights.url must be a string, got 5", ("sources.weights.url", 5)),
     case("split.test_per_class must be an integer or study or null, got 'many'", ("split.test_per_class", "many")),
     # -- whole-file rules
