@@ -1,4 +1,4 @@
-"""The chance levels a metrics file carries beside K-means accuracy (issue 20): for each view of
+"""The chance levels a metrics file carries beside K-means accuracy: for each view of
 the embeddings (raw, L2-normalised), `stages.lib.chance.chance_level` of that view's fitted
 clustering on that test set, seeded with `evaluate.bootstrap_seed`.
 
