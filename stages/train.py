@@ -86,7 +86,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     from stages.lib.device import configure_determinism, configure_tf32
     from stages.lib.leaks import no_leak
     from stages.lib.losses import training
-    from stages.lib.models import build_backbone, save_checkpoint
+    from stages.lib.models import build_backbone, embedding_size, save_checkpoint
     from stages.lib.resume import clear_resume, folder_digest
     from stages.lib.splitdata import read_classes
     from stages.lib.trainer import fit, write_curve
@@ -97,7 +97,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     configure_determinism(params.train.deterministic, device)
     configure_tf32(params.train.precision, device)  # precision fp32 (or auto on the CPU): no TF32 on CUDA
     backbone = build_backbone(params.model.name, weights_file(args.weights))
-    method = method_cls(params.method_params(args.method), len(classes), backbone.num_features)
+    method = method_cls(params.method_params(args.method), len(classes), embedding_size(backbone))
     meta = {
         "dataset": args.dataset,
         "method": args.method,

@@ -8,7 +8,7 @@ from torch import nn
 from tqdm import tqdm
 
 from stages.lib.device import autocast_dtype, configure_tf32, normalise, prepare_model, to_device
-from stages.lib.models import input_stats
+from stages.lib.models import embedding_size, input_stats
 
 
 def embed_pixels(
@@ -30,5 +30,5 @@ def embed_pixels(
             images = to_device(pixels[start : start + batch_size], device)
             out.append(backbone(normalise(images, stats=stats)).float())  # stays on the device: no sync per batch
     if not out:
-        return np.zeros((0, getattr(backbone, "num_features", 0)), dtype=np.float32)
+        return np.zeros((0, embedding_size(backbone)), dtype=np.float32)
     return torch.cat(out).cpu().numpy().astype(np.float32, copy=False)

@@ -39,6 +39,12 @@ def build_backbone(name: str, weights: Path | None = None) -> nn.Module:
     return model
 
 
+def embedding_size(backbone: nn.Module) -> int:
+    """The length of the embedding `backbone` returns (timm, `num_classes=0`): its pooled feature, or for
+    models with a layer after the pooling (MobileNetV3, LCNet: `head_hidden_size`) that layer's output."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 def input_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel (mean, std) a timm model's pretrained config asks its inputs to be normalised
     with: ImageNet's for `convnext_tiny.fb_in22k` (as the study), CLIP's for a CLIP model, and so on.
