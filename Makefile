@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint bench mutate
+.PHONY: setup demo test figures lint bench mutate
 
 # `make` runs its recipes with .venv/bin first on PATH; your shell does not have it until you
 # activate .venv, so setup and demo end by saying how (the `dvc` commands of the README need it).
@@ -34,6 +34,11 @@ demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo
 # once; files go out in collection order, the slow ones first (tests/conftest.py: SLOW_FIRST).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
+
+# The README's commands verbatim in a fresh copy, and every printed demo figure against the code
+# (two whole demos: about 8 minutes on 2 cores, too long for `make test`): scripts/printed_figures.py.
+figures: $(STAMP)
+	PRINTED_FIGURES=1 $(BIN)/python -m pytest -q tests/test_printed_figures.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check stages tests benchmarks scripts

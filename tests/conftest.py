@@ -10,12 +10,13 @@ from tests.helpers import tiny_params, write_params
 # `make test` (pytest-xdist, whole files handed out in collection order: --no-loadscope-reorder)
 # they start at once and the short files fill the gaps, instead of the longest starting last.
 SLOW_FIRST = (
-    "tests/test_printed_figures.py",  # the README's commands: `make demo` and its shots=15 variation (~3 min)
     "tests/test_pipeline_e2e.py",
     "tests/test_scaling_e2e.py",
     "tests/reliability/test_dvc_repro.py",
     "tests/test_nothing_lost.py",
     "tests/test_own_data_e2e.py",
+    "tests/test_own_data_private.py",
+    "tests/stages/test_refused_value.py",
     "tests/reliability/test_resume.py",
     "tests/reliability/test_distributed_train.py",
     "tests/stages/test_annotations.py",

@@ -5,6 +5,7 @@ configuration (`scripts/printed_figures.py`, which `--write`s them again)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -17,7 +18,12 @@ DEMO_BLOCKS = {"demo-results", "demo-split", "demo-table", "shots15-transcript"}
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """A fresh copy after the README's commands: `make demo`, `source .venv/bin/activate`, `make demo
-    ARGS="-S shots=15"`, `dvc exp diff`, `dvc exp show`, `dvc plots show`, `dvc exp apply demo`."""
+    ARGS="-S shots=15"`, `dvc exp diff`, `dvc exp show`, `dvc plots show`, `dvc exp apply demo`.
+
+    Two whole demos (about 9 CPU minutes) do not fit `make test`'s 15 minutes on 2 cores beside the
+    rest: they run under `make figures` (PRINTED_FIGURES=1), not `make test`."""
+    if os.environ.get("PRINTED_FIGURES") != "1":
+        pytest.skip("the README's demo chain runs under `make figures` (PRINTED_FIGURES=1), not `make test`")
     repo = pf.fresh_copy(tmp_path_factory.mktemp("figures") / "clone")
     outputs = pf.run_shell(repo, pf.demo_commands(), timeout=1800)
     return repo, pf.read_runs(repo, outputs)
