@@ -28,6 +28,7 @@ def fake_gpus(monkeypatch, count: int = 2, free: int = 70 * GIB) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)  # pick_device makes cuda:N current
 
 
 @pytest.mark.parametrize(
