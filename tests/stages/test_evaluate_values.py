@@ -118,6 +118,8 @@ def test_the_evaluate_stage_writes_the_scores_of_its_params_and_the_run_record(t
     evaluate.main(["--params", str(params_file), "--embeddings", str(tmp_path / "emb.npz"),
                    "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv")])
     written = json.loads((tmp_path / "m.json").read_text())
+    # the chance levels beside K-means accuracy (tests/stages/test_evaluate_chance.py checks their values)
+    assert written.pop("kmeans_acc_chance")["permutations"] == written["l2"].pop("kmeans_acc_chance")["permutations"]
     expected, per_image = metrics.evaluate_embeddings(
         x, labels, n_init=3, seed=5, kmeans_repeats=2, knn_k=3, distance="cosine", bootstrap_resamples=2000,
         bootstrap_seed=11)
