@@ -17,6 +17,7 @@ import numpy as np
 
 from stages.lib import cli
 from stages.lib.errors import PipelineError, stage_main
+from stages.lib.tables import read_csv
 
 log = logging.getLogger("stages.pictures")
 
@@ -33,14 +34,7 @@ def nearest_neighbours(embeddings: np.ndarray, queries: np.ndarray, k: int, metr
 
 def read_predictions(path: Path, labels: np.ndarray) -> np.ndarray:
     """`predicted` of the evaluate stage's per-run predictions CSV, checked against the embeddings' labels."""
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise PipelineError(f"{path} is corrupt ({exc}); re-run the evaluate stage") from None
+    table = read_csv(path, "evaluate")
     if not {"label", "predicted"} <= set(table.columns) or not np.array_equal(table["label"].to_numpy(), labels):
         raise PipelineError(f"{path} does not match the run's embeddings (label column); re-run the evaluate stage")
     return table["predicted"].to_numpy(dtype=np.int64)

@@ -42,6 +42,7 @@ from stages.lib.summary import (
     summary_json,
     verdict,
 )
+from stages.lib.tables import read_csv, read_json
 
 # pandas and matplotlib (stages.lib.report_figures) are imported where they are used, so that
 # `python -m stages.report --help` answers at once.
@@ -71,29 +72,17 @@ def read_runs(
     metrics_dir: Path, predictions_dir: Path, datasets: list[str], methods: list[str], seeds: list[int]
 ) -> list[Run]:
     """One `Run` per dataset x method x seed: its metrics JSON and its per-image predictions."""
-    import pandas as pd
-
     runs = []
     for dataset in datasets:
         for method in methods:
             for seed in seeds:
                 path = metrics_dir / dataset / method / f"seed{seed}.json"
-                try:
-                    scores = json.loads(path.read_text())
-                except FileNotFoundError:
-                    raise PipelineError(f"{path} not found; run the evaluate stage first (dvc repro)") from None
-                except json.JSONDecodeError as exc:
-                    raise PipelineError(f"{path} is corrupt ({exc}); re-run the evaluate stage") from None
+                scores = read_json(path, "evaluate")
                 missing = [k for k in ("kmeans_acc", "kmeans_acc_chance", "l2", "leak") if k not in scores]
                 if missing:
                     raise PipelineError(f"{path} has no {', '.join(missing)}; re-run the evaluate stage (dvc repro)")
                 table = predictions_dir / dataset / method / f"seed{seed}.csv"
-                try:
-                    predictions = pd.read_csv(table, usecols=["row", "correct", "correct_l2"])
-                except FileNotFoundError:
-                    raise PipelineError(f"{table} not found; run the evaluate stage first (dvc repro)") from None
-                except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-                    raise PipelineError(f"{table} is corrupt ({exc}); re-run the evaluate stage") from None
+                predictions = read_csv(table, "evaluate", usecols=["row", "correct", "correct_l2"])
                 runs.append(Run(dataset, method, seed, scores, predictions))
     return runs
 
@@ -101,18 +90,11 @@ def read_runs(
 def read_curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[int]) -> dict:
     """The loss curve of every run of `dataset`, `[method][seed]`: a table, or None for a run that
     did not train (an empty curve)."""
-    import pandas as pd
-
     tables: dict = {}
     for method in methods:
         for seed in seeds:
             path = curve_dir / dataset / method / f"seed{seed}.csv"
-            try:
-                table = pd.read_csv(path)
-            except FileNotFoundError:
-                raise PipelineError(f"{path} not found; run the train stage first (dvc repro)") from None
-            except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-                raise PipelineError(f"{path} is corrupt ({exc}); re-run the train stage") from None
+            table = read_csv(path, "train")
             tables.setdefault(method, {})[seed] = table if len(table) else None
     return tables
 

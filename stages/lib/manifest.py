@@ -10,6 +10,7 @@ import pandas as pd
 
 from stages.lib.errors import PipelineError
 from stages.lib.files import visible
+from stages.lib.tables import read_csv
 
 MANIFEST = "manifest.csv"
 IMAGES = "images"
@@ -48,12 +49,7 @@ def scan(root: Path, group_of: Callable[[str], str]) -> pd.DataFrame:
 def read_manifest(root: Path) -> pd.DataFrame:
     """The manifest of a downloaded dataset, or a clear error if the download did not finish."""
     path = root / MANIFEST
-    try:
-        table = pd.read_csv(path, dtype={"path": str, "class": str, "group": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found; run the download stage first (dvc repro)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path} is corrupt ({exc}); re-run the download stage") from None
+    table = read_csv(path, "download", dtype={"path": str, "class": str, "group": str}, keep_default_na=False)
     if table.empty:
         raise PipelineError(f"{path} lists no images; re-run the download stage")
     return table

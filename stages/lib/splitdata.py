@@ -10,17 +10,13 @@ import pandas as pd
 
 from stages.lib.decoded import open_decoded
 from stages.lib.errors import PipelineError
+from stages.lib.tables import read_csv
 
 
 def read_table(splits: Path, name: str) -> pd.DataFrame:
     """`splits/<name>.csv`, with a clear error when it is missing or malformed."""
     path = splits / f"{name}.csv"
-    try:
-        table = pd.read_csv(path, dtype={"path": str, "class": str, "group": str}, keep_default_na=False)
-    except FileNotFoundError:
-        raise PipelineError(f"split file {path} not found; run the split stage first (dvc repro)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"split file {path} is corrupt ({exc}); re-run the split stage") from None
+    table = read_csv(path, "split", dtype={"path": str, "class": str, "group": str}, keep_default_na=False)
     missing = {"row", "path", "label"} - set(table.columns)
     if missing:
         raise PipelineError(f"split file {path} lacks columns {sorted(missing)}; re-run the split stage")
