@@ -162,19 +162,24 @@ def _backbone(cfg: Config) -> nn.Module:
     return timm.create_model(cfg.model, pretrained=False, num_classes=0)
 
 
-def _timed_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """Seconds of `warmup` untimed steps, then seconds per step over `steps` timed ones."""
+def _timed(warm_up, timed, steps: int, device: torch.device) -> tuple[float, float]:
+    """Seconds of `warm_up()`, then seconds per step of `timed()` (`steps` steps), the device
+    synchronised around each so that queued GPU work is counted."""
     _sync(device)
     start = time.perf_counter()
-    for i in range(warmup):
-        step(i)
+    warm_up()
     _sync(device)
     warm = time.perf_counter() - start
     start = time.perf_counter()
-    for i in range(steps):
-        step(warmup + i)
+    timed()
     _sync(device)
     return warm, (time.perf_counter() - start) / steps
+
+
+def _timed_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """Seconds of `warmup` untimed steps, then seconds per step over `steps` timed ones."""
+    return _timed(lambda: [step(i) for i in range(warmup)], lambda: [step(warmup + i) for i in range(steps)],
+                  steps, device)
 
 
 def _host_float_batches(cfg: Config, batch: int, count: int) -> list[torch.Tensor]:
@@ -295,15 +300,9 @@ def ours_training(cfg: Config, device: torch.device, method_name: str, compile_:
         step = Step(model, method, device, forward=forward, amp_dtype=torch.bfloat16, hflip=0.5)
         _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
-    _sync(device)
-    start = time.perf_counter()
-    run(batches[: cfg.warmup], 1)
-    _sync(device)
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    run(batches[cfg.warmup :], 2)
-    _sync(device)
-    per_step = (time.perf_counter() - start) / cfg.steps
+    warm, per_step = _timed(
+        lambda: run(batches[: cfg.warmup], 1), lambda: run(batches[cfg.warmup :], 2), cfg.steps, device
+    )
     how = "bf16, channels-last, fused Adam" + (", 1 forward" if method_name == "triplet" else "")
     name = f"{method_name}, ours: {how}" + (", torch.compile" if compile_ else "")
     return Result(name, per_batch / per_step, _peak(device), warm)
@@ -547,15 +546,9 @@ def pipeline_training(cfg: Config, device: torch.device, name: str, deterministi
         step = Step(model, method, device, amp_dtype=amp, hflip=train.hflip)
         _run_batches(step, data, chunk, epoch=epoch, optimizer=optimizer, flip_rng=np.random.default_rng(epoch))
 
-    _sync(device)
-    start = time.perf_counter()
-    run(batches[: cfg.warmup], 1)
-    _sync(device)
-    warm = time.perf_counter() - start
-    start = time.perf_counter()
-    run(batches[cfg.warmup :], 2)
-    _sync(device)
-    per_step = (time.perf_counter() - start) / cfg.steps
+    warm, per_step = _timed(
+        lambda: run(batches[: cfg.warmup], 1), lambda: run(batches[cfg.warmup :], 2), cfg.steps, device
+    )
     return Result(f"{name}, ours", len(batches[0]) / per_step, _peak(device), warm)
 
 
