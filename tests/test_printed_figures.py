@@ -38,7 +38,7 @@ def test_every_readme_command_runs_here_or_needs_what_this_machine_lacks():
                    "dvc plots show", "dvc exp apply demo"]
     skipped = {c.line: c.skip for c in commands if c.skip}
     assert skipped.pop("make test") == "the test suite itself (it runs this)"
-    assert skipped.pop("dvc exp run -n study") == "needs a CUDA GPU and the network"
+    assert skipped.pop("dvc exp run -n study -S 'seeds=[0,1,2,3,4]'") == "needs a CUDA GPU and the network"
     assert skipped.pop("dvc queue start -j 2") == "needs GPUs, S3 or a second machine"
     assert {c.section for c in commands if c.skip and c.line != "make test"} == {"The study", "Scaling out"}
     # A shell block that needs `dvc` activates .venv before its first `dvc` (a fresh shell has none).
