@@ -49,7 +49,7 @@ THREADS = "2"
 NEEDS = {"The study": "a CUDA GPU and the network", "Scaling out": "GPUs, S3 or a second machine"}
 SKIP = {"make test": "the test suite itself (it runs this)"}
 SEEDS3_HEADING = "**The leak, measured on the demo with 3 seeds.**"
-SEEDS5_HEADING = "**The demo's comparison, measured with 5 seeds.**"
+SEEDS5_HEADING = "**The demo's comparison with 5 seeds.**"
 
 
 class FiguresError(Exception):

@@ -120,6 +120,9 @@ def test_the_5_seed_blocks_render_the_primary_question_from_the_summary():
                    "verdict": "triplet worse than classification (95% CI over 5 seeds excludes 0)",
                    "per_seed": {"0": {"difference": -0.058, "ci95": [-0.086, -0.031]},
                                 "1": {"difference": -0.1, "ci95": [-0.13, -0.07]}}}}}
+    assert pf.results_commands(heading=pf.SEEDS5_HEADING) == ['make demo ARGS="-S seeds=[0,1,2,3,4] -n seeds5"']
+    printed = {m.group("name") for m in pf.MARK.finditer(pf.ROOT.joinpath("docs/results.md").read_text())}
+    assert pf.SEEDS5 == {"seeds5-table", "seeds5-primary", "seeds5-per-seed"} and pf.SEEDS5 <= printed
     runs = pf.Runs(demo={}, split={}, seeds5=summary)
     table = pf.seeds5_table(runs)
     assert "| method (5 seeds, 359 test images) |" in table
