@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import evaluate
+from stages import evaluate, pictures
 from stages.lib.arrays import save_npz
 from tests.helpers import tiny_params, write_params
 
@@ -101,6 +101,8 @@ def test_the_study_labels_score_every_label_based_metric(tmp_path, name):
     assert true["precision_at_1"] == 1.0
     assert study["l2"]["kmeans_acc"] == pytest.approx(
         naive_matched_accuracy(scored, table["cluster_l2"].to_numpy()), abs=5e-7)
+    # The pictures stage reads these predictions against the embeddings' (true) labels.
+    assert pictures.read_predictions(tmp_path / "study.csv", labels).tolist() == table["predicted"].tolist()
 
 
 def test_the_default_scores_the_true_labels_and_writes_as_before(tmp_path):
