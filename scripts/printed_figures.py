@@ -9,10 +9,13 @@ block from what they wrote and compares it with the documents:
     python scripts/printed_figures.py              # the demo and demo-shots15 blocks: differ -> exit 1
     python scripts/printed_figures.py --write      # rewrite the blocks that differ
     python scripts/printed_figures.py --seeds3     # also the 3-seed leak measurement (docs/results.md)
+    python scripts/printed_figures.py --seeds5     # also the demo's 5-seed comparison (docs/results.md)
+    python scripts/printed_figures.py --seeds5-only   # only that one: a fresh copy, its command, its blocks
 
 The demo's blocks need `make demo` and `make demo ARGS="-S shots=15"` (about 3 minutes on 2 quiet
 cores); `--seeds3` adds the two 3-seed experiments of docs/results.md (their commands, verbatim
-from it: about 40 minutes on 2 cores). `tests/test_printed_figures.py` runs the first form under
+from it: about 40 minutes on 2 cores); `--seeds5` the 5-seed comparison's command (verbatim from
+docs/results.md). `tests/test_printed_figures.py` runs the first form under
 `make test`. Timings, commit hashes and dates in the blocks are kept as printed (they are not
 figures the code computes). The numbers depend on the torch threads (see THREADS).
 """
@@ -46,6 +49,7 @@ THREADS = "2"
 NEEDS = {"The study": "a CUDA GPU and the network", "Scaling out": "GPUs, S3 or a second machine"}
 SKIP = {"make test": "the test suite itself (it runs this)"}
 SEEDS3_HEADING = "**The leak, measured on the demo with 3 seeds.**"
+SEEDS5_HEADING = "**The demo's comparison with 5 seeds.**"
 
 
 class FiguresError(Exception):
@@ -100,13 +104,13 @@ def readme_commands(readme: Path = ROOT / "README.md") -> list[Command]:
     return out
 
 
-def results_commands(results: Path = ROOT / "docs/results.md") -> list[str]:
-    """The 3-seed measurement's commands, verbatim from docs/results.md (its first shell block after
-    the heading)."""
+def results_commands(results: Path = ROOT / "docs/results.md", heading: str = SEEDS3_HEADING) -> list[str]:
+    """A measurement's commands (the 3-seed one's by default), verbatim from docs/results.md (the
+    first shell block after its heading)."""
     text = results.read_text()
-    if SEEDS3_HEADING not in text:
-        raise FiguresError(f"docs/results.md has no {SEEDS3_HEADING!r} section")
-    return shell_blocks(text[text.index(SEEDS3_HEADING):])[0][1]
+    if heading not in text:
+        raise FiguresError(f"docs/results.md has no {heading!r} section")
+    return shell_blocks(text[text.index(heading):])[0][1]
 
 
 # --- a fresh copy and its shell -------------------------------------------------------------------
@@ -177,6 +181,7 @@ class Runs:
     split: dict[str, int]  # rows of the demo's train / val / test lists
     outputs: dict[str, str] = field(default_factory=dict)  # command -> its output
     seeds3: dict | None = None  # {"split": summary, "study": summary, "compare": compare_runs' result}
+    seeds5: dict | None = None  # the 5-seed experiment's report/summary.json `digits`
 
 
 def pct(x: float) -> str:
@@ -294,13 +299,48 @@ def seeds3_per_seed(r: Runs) -> str:
     return ", ".join(short(d) for d in _seeds3(r)["compare"]["per_seed"].values())
 
 
+def _seeds5(r: Runs) -> dict:
+    if r.seeds5 is None:
+        raise FiguresError("the 5-seed blocks need --seeds5")
+    return r.seeds5
+
+
+def seeds5_table(r: Runs) -> str:
+    """Each method's K-means accuracy over the 5 seeds with its interval and its chance level."""
+    s = _seeds5(r)
+    n = next(iter(s.values()))["n_test"]
+    lines = [f"| method (5 seeds, {n} test images) | K-means acc [95% CI over images and seeds] | seed std | "
+             "chance level: mean, p95 |", "| --- | --- | --- | --- |"]
+    for method, label in LABEL.items():
+        e = s[method]
+        chance = e["kmeans_acc_chance"]
+        lines.append(f"| {label} | {pct(e['kmeans_acc'])} {ci(e['kmeans_acc_ci95'])} | "
+                     f"{e['kmeans_acc_seed_std'] * 100:.1f} | {pct(chance['mean'])}, {pct(chance['p95'])} |")
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def seeds5_primary(r: Runs) -> str:
+    """The primary question's answer: triplet minus classification, the t-interval over seeds, the verdict."""
+    c = _seeds5(r)["comparisons"]["triplet_vs_classification"]
+    if c["interval"] != "seeds" or c["role"] != "primary":
+        raise FiguresError(f"the 5-seed comparison is not the primary one over seeds: {c['role']}, {c['interval']}")
+    return f"{points(c)} over {c['seeds']} seeds (t, {c['seeds'] - 1} df): {c['verdict']}"
+
+
+def seeds5_per_seed(r: Runs) -> str:
+    c = _seeds5(r)["comparisons"]["triplet_vs_classification"]
+    return ", ".join(f"seed {seed}: {short(d)}" for seed, d in c["per_seed"].items())
+
+
 RENDER: dict[str, Callable[[Runs], str]] = {
     "demo-results": demo_results, "demo-split": demo_split, "demo-table": demo_table,
     "shots15-transcript": shots15_transcript,
     "seeds3-diff": seeds3_diff, "seeds3-table": seeds3_table, "seeds3-leak": seeds3_leak,
     "seeds3-per-seed": seeds3_per_seed,
+    "seeds5-table": seeds5_table, "seeds5-primary": seeds5_primary, "seeds5-per-seed": seeds5_per_seed,
 }
 SEEDS3 = {name for name in RENDER if name.startswith("seeds3")}
+SEEDS5 = {name for name in RENDER if name.startswith("seeds5")}
 
 
 def _masked(text: str) -> str:
@@ -393,10 +433,20 @@ def run_seeds3(repo: Path, runs: Runs) -> None:
     runs.seeds3 = seeds3
 
 
+def run_seeds5(repo: Path, runs: Runs) -> None:
+    """docs/results.md's 5-seed command, verbatim, then that experiment's summary."""
+    commands = results_commands(heading=SEEDS5_HEADING)
+    runs.outputs.update(run_shell(repo, ["source .venv/bin/activate", *commands]))
+    runs.seeds5 = json.loads((repo / "report/summary.json").read_text())["digits"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the blocks that differ")
     parser.add_argument("--seeds3", action="store_true", help="also the 3-seed blocks (about 40 minutes more)")
+    parser.add_argument("--seeds5", action="store_true", help="also the 5-seed blocks (about 10 minutes more)")
+    parser.add_argument("--seeds5-only", action="store_true",
+                        help="only the 5-seed blocks: their command alone in a fresh copy (about 12 minutes)")
     parser.add_argument("--keep", type=Path, help="run in this new folder and keep it (default: a temporary one)")
     parser.add_argument("--clone", type=Path,
                         help="a clone (with .venv) where the first --done of the commands already ran: run the rest")
@@ -405,14 +455,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="printed_figures.") as tmp:
         work = args.keep or Path(tmp)
         repo = args.clone.resolve() if args.clone else fresh_copy(work / "clone")
-        commands = demo_commands()
-        print(f"running the README's commands in {repo}: {commands[args.done:]} ...", flush=True)
-        setup = ["source .venv/bin/activate"] if args.done > commands.index("source .venv/bin/activate") else []
-        runs = read_runs(repo, run_shell(repo, [*setup, *commands[args.done:]]))
-        if args.seeds3:
+        if args.seeds5_only:
+            runs = Runs(demo={}, split={})
+        else:
+            commands = demo_commands()
+            print(f"running the README's commands in {repo}: {commands[args.done:]} ...", flush=True)
+            setup = ["source .venv/bin/activate"] if args.done > commands.index("source .venv/bin/activate") else []
+            runs = read_runs(repo, run_shell(repo, [*setup, *commands[args.done:]]))
+        if args.seeds3 and not args.seeds5_only:
             print("running docs/results.md's 3-seed commands ...", flush=True)
             run_seeds3(repo, runs)
-        found = blocks(runs, None if args.seeds3 else set(RENDER) - SEEDS3)
+        if args.seeds5 or args.seeds5_only:
+            print("running docs/results.md's 5-seed command ...", flush=True)
+            run_seeds5(repo, runs)
+        names = set(RENDER) - (set() if args.seeds3 else SEEDS3) - (set() if args.seeds5 else SEEDS5)
+        found = blocks(runs, SEEDS5 if args.seeds5_only else names)
     changed = [b for b in found if b.differs]
     for b in found:
         print(f"{b.path} {b.name}: {'DIFFERS' if b.differs else 'as printed'}")

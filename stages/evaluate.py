@@ -7,6 +7,14 @@ leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-norm
 `metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`. On the
 device of `train.device` (a GPU: the neighbour search and K-means there; the CPU when the GPU is
 short of memory, saying so).
+
+With `evaluate.labels: study` every label-based metric (K-means accuracy and its interval and
+chance level, NMI, ARI, retrieval) is scored the study's way instead: each image of the test list,
+in its order, takes the label of the first image of its batch of four
+(`stages.lib.study_scoring.study_labels`; K-means still finds as many clusters as there are true
+classes). The metrics file then says so (`"labels": "study"`) with `mislabelled`, how many test
+labels differ from the true ones, and the predictions gain a `study_label` column (`label` stays
+the true one; `correct` is against `study_label`). With the default (`true`) neither is written.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.chance_fields import chance_fields
     from stages.lib.device import compute_device
     from stages.lib.metrics import evaluate_bytes, evaluate_embeddings
+    from stages.lib.study_scoring import scoring_labels
 
     params = cli.params_of(args)
     data = load_npz(args.embeddings, ("embeddings", "labels", "paths", "rows", "run"))
@@ -51,13 +60,16 @@ def main(argv: list[str] | None = None) -> None:
         leak, pool = run["leak"], run.get("triplet_pool")
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise PipelineError(f"{args.embeddings} has no readable run record ({exc}); re-run the embed stage") from None
-    labels = data["labels"]
+    true_labels = data["labels"]
     e = params.evaluate
+    labels, mislabelled = scoring_labels(true_labels, e.labels)  # the true ones, or the study's (evaluate.labels)
+    n_classes = int(len(np.unique(true_labels)))
     # Where training runs (`train.device`): the search and K-means on that GPU, or on the CPU when
     # it is the CPU or when the GPU has too little memory free (saying so).
     device = compute_device(params.train.device, evaluate_bytes(*data["embeddings"].shape))
     settings = dict(n_init=e.kmeans_n_init, seed=e.kmeans_seed, kmeans_repeats=e.kmeans_repeats, knn_k=e.knn_k,
-                    distance=e.distance, bootstrap_resamples=e.bootstrap_resamples, bootstrap_seed=e.bootstrap_seed)
+                    distance=e.distance, bootstrap_resamples=e.bootstrap_resamples, bootstrap_seed=e.bootstrap_seed,
+                    n_clusters=n_classes)
     try:
         scores, per_image = evaluate_embeddings(data["embeddings"], labels, device=device, **settings)
     except torch.cuda.OutOfMemoryError:  # memory taken by another process since the check
@@ -67,18 +79,23 @@ def main(argv: list[str] | None = None) -> None:
     metrics = {
         **rounded(scores),
         "n_test": int(len(labels)),
-        "n_classes": int(len(np.unique(labels))),
+        "n_classes": n_classes,
         "leak": {k: int(v) for k, v in leak.items()},
     }
+    columns = PREDICTION_COLUMNS
+    if e.labels == "study":  # the default writes neither, so its outputs stay as they were
+        metrics.update(labels="study", mislabelled=mislabelled)
+        columns = [*PREDICTION_COLUMNS[:3], "study_label", *PREDICTION_COLUMNS[3:]]
     chance = chance_fields(labels, per_image, seed=e.bootstrap_seed)  # K-means accuracy's chance level, per view
     metrics["kmeans_acc_chance"], metrics["l2"]["kmeans_acc_chance"] = chance["raw"], chance["l2"]
     if pool is not None:
         metrics["triplet_pool"] = pool
-    table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": labels, **per_image})
+    table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": true_labels, "study_label": labels,
+                          **per_image})
     for column in ("correct", "correct_l2"):
         table[column] = table[column].astype(int)
     with atomic_path(args.predictions) as tmp:
-        table[PREDICTION_COLUMNS].to_csv(tmp, index=False, lineterminator="\n")
+        table[columns].to_csv(tmp, index=False, lineterminator="\n")
     write_json(args.out, metrics)
     lo, hi = scores["kmeans_acc_ci95"]
     log.info(
@@ -86,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         "%d-NN %.4f -> %s", scores["kmeans_acc"], lo, hi, scores["l2"]["kmeans_acc"], scores["nmi"], scores["ari"],
         scores["precision_at_1"], scores["map_at_r"], e.knn_k, scores["knn_acc"], args.out,
     )
+    if e.labels == "study":
+        log.info("scored the study's way (evaluate.labels: study): %d of %d test labels differ from the true ones",
+                 mislabelled, len(labels))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,23 @@ def _leak_sentence(method: str, leak: dict, n_test: int) -> str:
 
 def _study_cell(entry: MethodSummary) -> str:
     p = entry.published
-    return f"{_pct(p.kmeans_acc, 2)} {_ci(p.ci95)} ({p.correct:,}/{p.n_test:,})" if p else "-"
+    if not p:
+        return "-"
+    wrong = entry.paper.mislabelled.count(p.n_test) if entry.paper else "not counted"
+    return f"{_pct(p.kmeans_acc, 2)} {_ci(p.ci95)} ({p.correct:,}/{p.n_test:,}; mislabelled: {wrong})"
+
+
+def _study_sentence(label: str, entry: MethodSummary) -> str | None:
+    """Whether the study's number is comparable with this run, in one line, with the mislabelled
+    test images behind it (None where the study published no number for this run)."""
+    paper = entry.paper
+    if paper is None:
+        return None
+    number = f"{_pct(paper.accuracy, 2)} ({paper.correct:,}/{paper.n_test:,}; {paper.mislabelled.text(paper.n_test)})"
+    if entry.published is None:
+        return f"- The study's number for {label}, {number}, is not comparable with this run: {entry.published_note}."
+    return (f"- The study's number for {label}, {number}, is comparable: this run was scored the study's way too "
+            f"(evaluate.labels: study; {entry.mislabelled:,} of its {entry.n_test:,} test images mislabelled).")
 
 
 def _comparison_sentence(c: Comparison, label: dict[str, str]) -> str:
@@ -234,8 +250,7 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
                   f"chance level's 95th percentile) on seed(s) {', '.join(str(s) for s in stats.chance.inside_band)}: "
                   "no \"better than\" claim rests on it."
                   for m in methods for view, stats in entries[m].views.items() if stats.chance.inside_band]
-        notes += [f"- No study number beside {label[m]}: {entries[m].published_note}." for m in methods
-                  if entries[m].published_note is not None]
+        notes += [line for m in methods if (line := _study_sentence(label[m], entries[m])) is not None]
         if notes:
             lines += ["", *notes]
         lines.append("")

@@ -3,11 +3,11 @@
 Writes `train.csv`, `val.csv`, `test.csv` (row, path, label, class, group), `classes.json`,
 `pool.csv` (every downloaded image: what `triplet.pool: study` draws from) and `checks.json`
 (leak counts of the tables: `stages.lib.leaks`). `row` indexes the decoded image array, which
-follows the manifest's order. With
-`split.source: annotations` the tables are the study's lists (its `low_data_` lists when
-`shots: 15`), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its triplet
-lists; with `generated` they are stratified, grouped splits and the k-shot subset, from `seed`
-(a CSV source's own `split` column, when it has one, replaces the generated split).
+follows the manifest's order. With `split.source: annotations` the tables are the study's lists
+(its `low_data_` lists when `shots: 15`; `test.csv` in its list's order, which the study's
+scoring depends on), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its
+triplet lists; with `generated` they are stratified, grouped splits and the k-shot subset, from
+`seed` (a CSV source's own `split` column, when it has one, replaces the generated split).
 """
 
 from __future__ import annotations

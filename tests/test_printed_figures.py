@@ -38,7 +38,7 @@ def test_every_readme_command_runs_here_or_needs_what_this_machine_lacks():
                    "dvc plots show", "dvc exp apply demo"]
     skipped = {c.line: c.skip for c in commands if c.skip}
     assert skipped.pop("make test") == "the test suite itself (it runs this)"
-    assert skipped.pop("dvc exp run -n study") == "needs a CUDA GPU and the network"
+    assert skipped.pop("dvc exp run -n study -S 'seeds=[0,1,2,3,4]'") == "needs a CUDA GPU and the network"
     assert skipped.pop("dvc queue start -j 2") == "needs GPUs, S3 or a second machine"
     assert {c.section for c in commands if c.skip and c.line != "make test"} == {"The study", "Scaling out"}
     # A shell block that needs `dvc` activates .venv before its first `dvc` (a fresh shell has none).
@@ -103,3 +103,36 @@ def test_a_block_that_differs_is_found_and_written_back_with_its_timings_and_has
     assert pf._keep_printed("x (2.0 min) abcdef1 [demo]", "x (1.2 min) 1234567 [demo]") == "x (1.2 min) 1234567 [demo]"
     assert not pf.Block("p", "n", "(1.2 min) 1234567 [demo] 0.5", "(9.9 min) abcdef0 [demo] 0.5").differs
     assert pf.Block("p", "n", "(1.2 min) 0.5", "(1.2 min) 0.6").differs
+
+
+def test_the_5_seed_blocks_render_the_primary_question_from_the_summary():
+    """The 5-seed blocks from a hand-made summary: each method's accuracy, seed spread and chance
+    level; the primary comparison's t-interval over seeds and its verdict; each seed's difference."""
+    def method(acc, ci, std, mean, p95):
+        return {"kmeans_acc": acc, "kmeans_acc_ci95": ci, "kmeans_acc_seed_std": std, "n_test": 359,
+                "kmeans_acc_chance": {"mean": mean, "p95": p95, "inside_band_seeds": []}}
+
+    summary = {"pretrained": method(0.663, [0.613, 0.71], 0.0, 0.2, 0.25),
+               "classification": method(0.95, [0.93, 0.97], 0.01, 0.19, 0.22),
+               "triplet": method(0.88, [0.84, 0.91], 0.03, 0.18, 0.21),
+               "comparisons": {"triplet_vs_classification": {
+                   "difference": -0.07, "ci95": [-0.1, -0.04], "interval": "seeds", "role": "primary", "seeds": 5,
+                   "verdict": "triplet worse than classification (95% CI over 5 seeds excludes 0)",
+                   "per_seed": {"0": {"difference": -0.058, "ci95": [-0.086, -0.031]},
+                                "1": {"difference": -0.1, "ci95": [-0.13, -0.07]}}}}}
+    assert pf.results_commands(heading=pf.SEEDS5_HEADING) == ['make demo ARGS="-S seeds=[0,1,2,3,4] -n seeds5"']
+    printed = {m.group("name") for m in pf.MARK.finditer(pf.ROOT.joinpath("docs/results.md").read_text())}
+    assert pf.SEEDS5 == {"seeds5-table", "seeds5-primary", "seeds5-per-seed"} and pf.SEEDS5 <= printed
+    runs = pf.Runs(demo={}, split={}, seeds5=summary)
+    table = pf.seeds5_table(runs)
+    assert "| method (5 seeds, 359 test images) |" in table
+    assert "| triplet | 88.0% [84.0, 91.0] | 3.0 | 18.0%, 21.0% |" in table
+    assert "| untrained (`pretrained` without pretrained weights) | 66.3% [61.3, 71.0] | 0.0 | 20.0%, 25.0% |" in table
+    assert pf.seeds5_primary(runs) == ("-7.0 points [-10.0, -4.0] over 5 seeds (t, 4 df): triplet worse than "
+                                       "classification (95% CI over 5 seeds excludes 0)")
+    assert pf.seeds5_per_seed(runs) == "seed 0: -5.8 [-8.6, -3.1], seed 1: -10.0 [-13.0, -7.0]"
+    summary["comparisons"]["triplet_vs_classification"]["interval"] = "images"  # one seed: no method-level block
+    with pytest.raises(pf.FiguresError, match="not the primary one over seeds"):
+        pf.seeds5_primary(runs)
+    with pytest.raises(pf.FiguresError, match="need --seeds5"):
+        pf.seeds5_table(pf.Runs(demo={}, split={}))

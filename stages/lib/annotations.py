@@ -163,7 +163,10 @@ def study_splits(manifest: pd.DataFrame, folder: Path, prefix: str, shots: int, 
     """Build the split tables from the study's lists in `folder` for dataset prefix `prefix`.
 
     `manifest` has columns path, class, group in manifest order (`row` = position). Labels are
-    the index of the class in the sorted class names, as for generated splits.
+    the index of the class in the sorted class names, as for generated splits. The test table keeps
+    its list's order, line by line: the study scored its test list in that order, in batches of
+    four (`stages.lib.study_scoring`, `evaluate.labels: study`); the other tables are sorted by
+    manifest row (their order changes nothing: training shuffles, and their checks count sets).
     """
     if (folder / UNUSED_FILE).exists():
         raise PipelineError(
@@ -189,7 +192,7 @@ def study_splits(manifest: pd.DataFrame, folder: Path, prefix: str, shots: int, 
     for name in CLASSIFICATION_LISTS:
         path = folder / list_name(prefix, name, shots)
         rows = [row_of(lookup.image(path, number, line)) for number, line in read_lines(path)]
-        tables[name] = _table(rows, COLUMNS)
+        tables[name] = _table(rows, COLUMNS, keep_order=name == "test")
     for name in TRIPLET_LISTS:
         path = folder / list_name(prefix, name, shots)
         rows = []
@@ -232,9 +235,12 @@ def study_splits(manifest: pd.DataFrame, folder: Path, prefix: str, shots: int, 
     return split
 
 
-def _table(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    """Rows sorted by manifest row (stably: list order among repeats), as the split contract wants."""
+def _table(rows: list[dict], columns: list[str], keep_order: bool = False) -> pd.DataFrame:
+    """Rows in their list's order (`keep_order`: the test list, whose order the study's scoring
+    depends on), else sorted by manifest row (stably: list order among repeats)."""
     table = pd.DataFrame(rows, columns=columns)
+    if keep_order:
+        return table
     return table.sort_values("row", kind="stable").reset_index(drop=True)
 
 

@@ -86,11 +86,11 @@ def clustering_scores(
 
 def kmeans_accuracies(
     embeddings: np.ndarray, labels: np.ndarray, *, n_init: int, seeds: Sequence[int],
-    device: torch.device | None = None,
+    device: torch.device | None = None, n_clusters: int | None = None,
 ) -> list[float]:
-    """K-means accuracy of one K-means run (k = number of classes, `n_init` initialisations) per seed
-    (on `device`, see `kmeans_clusters`)."""
-    n_classes = len(np.unique(labels))
+    """K-means accuracy of one K-means run (k = `n_clusters`, default the number of classes in
+    `labels`; `n_init` initialisations) per seed (on `device`, see `kmeans_clusters`)."""
+    n_classes = n_clusters or len(np.unique(labels))
     return [matched_accuracy(labels, kmeans_clusters(embeddings, n_classes, n_init=n_init, seed=s, device=device))
             for s in seeds]
 
@@ -347,6 +347,7 @@ def evaluate_embeddings(
     bootstrap_resamples: int = 10_000,
     bootstrap_seed: int = 0,
     device: torch.device | None = None,
+    n_clusters: int | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Every metric of the evaluate stage, and the per-image results behind K-means accuracy.
 
@@ -359,6 +360,8 @@ def evaluate_embeddings(
     `retrieval_scores`; and `l2`: the clustering and retrieval scores again on L2-normalised
     embeddings. Per image (`cluster`, `predicted`, `correct`, and the same with `_l2`): the K-means
     cluster, the class it is matched to (-1: none), and whether that is the image's class.
+    K-means finds `n_clusters` clusters (default: the number of classes in `labels`; the evaluate
+    stage passes the true class count when it scores against other labels, `evaluate.labels: study`).
 
     Both views' retrieval comes from one search (`retrieval_by_distance`: one matrix product per
     block serves both rankings; with `distance: cosine` the two views rank alike and are searched
@@ -372,7 +375,7 @@ def evaluate_embeddings(
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     labels = np.asarray(labels)
-    n_classes = len(np.unique(labels))
+    n_classes = n_clusters or len(np.unique(labels))
     device = device or compute_device()
     ranking = {"": distance, "_l2": "euclidean_l2" if distance == "euclidean" else "cosine"}
     retrieval = retrieval_by_distance(embeddings, labels, knn_k=knn_k, distances=tuple(ranking.values()),
@@ -397,7 +400,8 @@ def evaluate_embeddings(
             scores["l2"] = view_scores
         else:
             scores.update(view_scores)
-            spread = kmeans_accuracies(x, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats), device=device)
+            spread = kmeans_accuracies(x, labels, n_init=1, seeds=range(seed, seed + kmeans_repeats), device=device,
+                                       n_clusters=n_classes)
             scores["kmeans_init_std"] = float(np.std(spread))
         del x  # the L2-normalised copy, before the next one
     return scores, per_image

@@ -214,6 +214,13 @@ class EvaluateParams:
     )
     bootstrap_seed: int = setting(
         0, "the bootstrap's seed; also seeds the 200 label permutations of `kmeans_acc_chance`", SEED)
+    labels: bool | Literal["study"] = setting(
+        True,
+        "what the label-based metrics score against: `true`, each image's own label; `study`, the study's "
+        "scoring (docs/study-scoring.md): every image of the test list, read in its order in batches of four, takes "
+        "the label of its batch's first image (the published numbers are comparable only with this)",
+        Rule(lambda v: v is True or v == "study", "true or study"),
+    )
 
     def check(self, where: str) -> None:
         check_settings(self, where)

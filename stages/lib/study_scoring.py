@@ -31,6 +31,17 @@ def study_labels(labels: Sequence, *, batch_size: int = STUDY_BATCH) -> tuple[np
     return scored, int(np.count_nonzero(scored != true))
 
 
+def scoring_labels(labels: Sequence, how: bool | str) -> tuple[np.ndarray, int]:
+    """The labels the evaluate stage scores against (`evaluate.labels`), for test images whose true
+    `labels` are given in the test list's order, and how many differ from the true ones: `True`,
+    the true labels themselves (0 differ); `"study"`, `study_labels` (batches of four)."""
+    if how is True:
+        return np.asarray(labels), 0
+    if how == "study":
+        return study_labels(labels)
+    raise ValueError(f"evaluate.labels must be true or study, got {how!r}")
+
+
 def sorted_list_counts(class_counts: Sequence[tuple[str, int]], *, batch_size: int = STUDY_BATCH) -> dict:
     """What the study's evaluator shows for a test list sorted by class: `class_counts` gives each
     class and its number of test images in the list's order. Returns the points per class a plot

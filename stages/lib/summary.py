@@ -33,7 +33,7 @@ import numpy as np
 from stages.lib.atomic import rounded
 from stages.lib.errors import PipelineError
 from stages.lib.leaks import LEAK_KEYS, is_clean
-from stages.lib.published import incomparable, published
+from stages.lib.published import Published, incomparable, published
 from stages.lib.stats import CONFIDENCE, accuracy_ci, paired_difference, secondary, seed_interval, summarise
 
 if TYPE_CHECKING:
@@ -187,15 +187,20 @@ class Comparison:
 
 @dataclass(frozen=True)
 class StudyNumber:
-    """The study's published K-means accuracy for a comparable run, with its own bootstrap CI."""
+    """The study's published K-means accuracy for a comparable run, with its own bootstrap CI and
+    its mislabelled test images (`published.Mislabelled`)."""
 
     kmeans_acc: float
     correct: int
     n_test: int
     ci95: list[float]
+    mislabelled: dict | None = None
 
     def to_json(self) -> dict:
-        return {"kmeans_acc": self.kmeans_acc, "correct": self.correct, "n_test": self.n_test, "ci95": self.ci95}
+        out = {"kmeans_acc": self.kmeans_acc, "correct": self.correct, "n_test": self.n_test, "ci95": self.ci95}
+        if self.mislabelled is not None:
+            out["mislabelled"] = self.mislabelled
+        return out
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,8 @@ class MethodSummary:
     triplet_pool: str | None = None
     published: StudyNumber | None = None
     published_note: str | None = None  # why the study's number is not beside this run
+    paper: Published | None = None  # the study's number for this dataset, method and shots, comparable or not
+    mislabelled: int | None = None  # scored the study's way (evaluate.labels: study): its test labels that differ
 
     @property
     def clean(self) -> bool:
@@ -225,6 +232,8 @@ class MethodSummary:
             out["published"] = self.published.to_json()
         if self.published_note is not None:
             out["published_note"] = self.published_note
+        if self.mislabelled is not None:
+            out.update(labels="study", mislabelled=self.mislabelled)
         return out
 
 
@@ -431,21 +440,32 @@ def pairs_of(methods: list[str], base: str, primary) -> tuple[list[tuple[str, st
     return pairs, None
 
 
-def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[StudyNumber | None, str | None]:
-    """The study's number beside this run with its CI, or why there is none (None, None: it published none)."""
+def scored_the_study_way(runs: list[Run]) -> int | None:
+    """The mislabelled test images of runs scored the study's way (their metrics say
+    `"labels": "study"`, `evaluate.labels`), or None when any was scored against the true labels."""
+    if not runs or any(r.scores.get("labels") != "study" for r in runs):
+        return None
+    return max(int(r.scores["mislabelled"]) for r in runs)
+
+
+def _study_number(dataset: str, method: str, pool: str | None, params,
+                  labels: bool | str = True) -> tuple[StudyNumber | None, str | None]:
+    """The study's number beside this run with its CI, or why there is none (None, None: it published
+    none). `labels`: how the run was scored (`evaluate.labels`, read from its metrics)."""
     paper = published(dataset, method, params.shots)
     if paper is None:
         return None, None
     reason = incomparable(
         method, split_source=params.split.source, model_name=params.model.name,
-        pretrained=params.model.pretrained, image_size=params.model.image_size, triplet_pool=pool,
+        pretrained=params.model.pretrained, image_size=params.model.image_size, triplet_pool=pool, labels=labels,
     )
     if reason is not None:
         return None, reason
     ones = np.zeros(paper.n_test)
     ones[: paper.correct] = 1
     ci = accuracy_ci(ones, resamples=params.evaluate.bootstrap_resamples, seed=params.evaluate.bootstrap_seed)
-    return StudyNumber(rounded(paper.accuracy), paper.correct, paper.n_test, rounded(ci)), None
+    return StudyNumber(rounded(paper.accuracy), paper.correct, paper.n_test, rounded(ci),
+                       paper.mislabelled.to_json()), None
 
 
 def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
@@ -472,12 +492,14 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
         entries = {}
         for method, group in by_method.items():
             pool = group[0].scores.get("triplet_pool")
-            study, note = _study_number(dataset, method, pool, params)
+            mislabelled = scored_the_study_way(group)
+            study, note = _study_number(dataset, method, pool, params, "study" if mislabelled is not None else True)
             entries[method] = MethodSummary(
                 method=method, seeds=len(group), shots=params.shots, n_test=int(len(reference)),
                 views={view: view_stats(group, view, resamples, boot_seed, coverage) for view in VIEWS},
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
                 triplet_pool=pool, published=study, published_note=note,
+                paper=published(dataset, method, params.shots), mislabelled=mislabelled,
             )
         pairs, note = pairs_of(methods, base, primary)
         role = {(a, b, view): "primary" if note is None and (a, b, view) == (primary.better, primary.than,

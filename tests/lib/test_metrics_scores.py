@@ -54,6 +54,27 @@ def test_separated_blobs_score_perfectly_with_no_spread():
     assert s["kmeans_init_std"] == 0.0
 
 
+def test_n_clusters_sets_k_whatever_the_labels_hold(monkeypatch):
+    """Scored against labels that miss a class (evaluate.labels: study), K-means still finds as
+    many clusters as the caller says: every K-means call gets that k."""
+    ks = []
+    real = metrics.kmeans_clusters
+
+    def spy(embeddings, n_clusters, **kwargs):
+        ks.append(n_clusters)
+        return real(embeddings, n_clusters, **kwargs)
+
+    monkeypatch.setattr(metrics, "kmeans_clusters", spy)
+    x = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]), 4, axis=0) + np.arange(12)[:, None] * 0.01
+    labels = np.array([0] * 8 + [1] * 4)  # two labels for three blobs
+    _, per_image = evaluate_embeddings(x, labels, n_init=2, seed=0, kmeans_repeats=2, knn_k=1, n_clusters=3,
+                                       device=torch.device("cpu"))
+    assert ks == [3, 3, 3, 3] and len(set(per_image["cluster"])) == 3
+    ks.clear()
+    evaluate_embeddings(x, labels, n_init=2, seed=0, kmeans_repeats=2, knn_k=1, device=torch.device("cpu"))
+    assert ks == [2, 2, 2, 2]
+
+
 def test_one_repeat_has_zero_spread():
     rng = np.random.default_rng(1)
     s = embedding_scores(rng.normal(size=(30, 4)), np.arange(30) % 3, n_init=2, seed=0, kmeans_repeats=1, knn_k=3)

@@ -188,6 +188,9 @@ RULES = [
     case("evaluate.bootstrap_resamples must be an integer >= 1000 (fewer make the 2.5% tails of a 95% interval "
          "unstable), got 999", ("evaluate.bootstrap_resamples", 999)),
     case(f"evaluate.bootstrap_seed must be {SEED_RANGE}, got -1", ("evaluate.bootstrap_seed", -1)),
+    case("evaluate.labels must be true or study, got False", ("evaluate.labels", False)),
+    case("evaluate.labels must be true or false or study, got 'mine'", ("evaluate.labels", "mine")),
+    case("evaluate.labels must be true or false or study, got 1", ("evaluate.labels", 1)),
     case("umap.n_neighbors must be an integer >= 2, got 1", ("umap.n_neighbors", 1)),
     case("umap.min_dist must be a number in [0, 1], got -0.1", ("umap.min_dist", -0.1)),
     case("umap.min_dist must be a number in [0, 1], got 1.1", ("umap.min_dist", 1.1)),
@@ -248,6 +251,7 @@ ACCEPTED = [
     (("evaluate.kmeans_n_init", 1),), (("evaluate.kmeans_seed", MAX), ("evaluate.kmeans_repeats", 1)),
     (("evaluate.kmeans_seed", MAX - 1), ("evaluate.kmeans_repeats", 2)), (("evaluate.knn_k", 1),),
     (("evaluate.bootstrap_resamples", 1000), ("evaluate.bootstrap_seed", MAX)), (("triplet.pool", "study"),),
+    (("evaluate.labels", "study"),), (("evaluate.labels", True),),
     (("umap.n_neighbors", 2),), (("umap.min_dist", 0),), (("umap.min_dist", 1),), (("umap.seed", MAX),),
     (("sources.synthetic.n_classes", 2), ("sources.synthetic.per_class", 3)), (("sources.synthetic.n_classes", 32),),
     (("sources.synthetic.image_size", 16), ("sources.synthetic.seed", 0)), (("sources.digits.image_size", 8),),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib.study_scoring import fewest_mislabelled, sorted_list_counts, study_labels
+from stages.lib.study_scoring import fewest_mislabelled, scoring_labels, sorted_list_counts, study_labels
 
 
 def naive(labels, batch_size=4):
@@ -77,3 +77,14 @@ def test_a_clustering_scored_both_ways():
     study_clusters = study_labels(labels)[0]  # a clustering that agrees with the study's labels
     assert study_accuracy(labels, study_clusters) == {"kmeans_acc": pytest.approx(26 / 30),
                                                       "kmeans_acc_study": 1.0, "mislabelled": 4}
+
+
+def test_evaluate_labels_picks_the_true_labels_or_the_studys():
+    labels = np.array([3, 3, 3, 1, 1, 1, 1, 2, 2])
+    same, wrong = scoring_labels(labels, True)
+    assert same.tolist() == labels.tolist() and wrong == 0
+    scored, wrong = scoring_labels(labels, "study")
+    assert scored.tolist() == naive(labels.tolist()) and wrong == 2
+    for how in (False, "mine", 1):
+        with pytest.raises(ValueError, match="evaluate.labels must be true or study"):
+            scoring_labels(labels, how)

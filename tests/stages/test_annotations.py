@@ -164,6 +164,27 @@ def test_split_with_15_shots_uses_the_low_data_lists(http_files, tmp_path):
     assert len(_table(tmp_path, "pets", "triplet_train")) == 7
 
 
+def test_the_test_table_keeps_the_study_list_order(http_files, tmp_path):
+    """The study scored its test list in its file's order (batches of four, docs/study-scoring.md):
+    test.csv keeps that order line by line; the other tables stay sorted by manifest row."""
+    order = [("pug", 6), ("Abyssinian", 5), ("american_bulldog", 6), ("pug", 5), ("Abyssinian", 6),
+             ("american_bulldog", 5)]
+    listed = "\n".join(f"{sd.PETS_ROOT}/{b}/{b}_{n}.jpg" for b, n in order) + "\n"
+    params = sd.serve_study(http_files, annotations=sd.study_annotations({"pet_test.txt": listed}))
+    _prepare(tmp_path, params, "pets")
+    test = _table(tmp_path, "pets", "test")
+    assert list(test["path"]) == [f"images/{b}/{b}_{n}.jpg" for b, n in order]
+    manifest = pd.read_csv(tmp_path / "raw" / "pets" / "manifest.csv")
+    assert list(manifest.loc[test["row"], "path"]) == list(test["path"])  # rows still index the manifest
+    assert list(test["label"]) == [sorted(sd.BREEDS).index(b) for b, _ in order]
+    for name in ("train", "val", "triplet_train"):
+        rows = list(_table(tmp_path, "pets", name)["row"])
+        assert rows == sorted(rows)
+    _prepare(tmp_path, params, "defungi")  # its list: every class's 2a patch (Windows paths), then every 3a
+    expected = [f"images/{c}/{c}_{raw}_2.jpg" for raw in ("2a", "3a") for c in sd.DEFUNGI_CLASSES]
+    assert list(_table(tmp_path, "defungi", "test")["path"]) == expected
+
+
 def test_line_whose_image_does_not_exist(http_files, tmp_path, capsys):
     bad = "/home/someone/data/pets/images/pug/pug_1.jpg\n\n/home/someone/data/pets/images/pug/pug_77.jpg\n"
     params = sd.serve_study(http_files, annotations=sd.study_annotations({"pet_test.txt": bad}))

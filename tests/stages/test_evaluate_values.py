@@ -59,7 +59,9 @@ def run_stage(tmp_path, capsys):
         p = write_params(tmp_path / f"{name}.yaml", raw)
         argv = ["--params", str(p), "--embeddings", str(tmp_path / "emb.npz"), "--out", str(tmp_path / f"{name}.json")]
         evaluate.main(argv + (["--predictions", str(tmp_path / f"{name}.csv")] if extra else []))
-        settings = {ARGUMENT.get(k, k): v for k, v in dataclasses.asdict(load_params(p).evaluate).items()}
+        # evaluate.labels picks the labels scored against, not an argument (test_evaluate_study_labels.py)
+        settings = {ARGUMENT.get(k, k): v for k, v in dataclasses.asdict(load_params(p).evaluate).items()
+                    if k != "labels"}
         return json.loads((tmp_path / f"{name}.json").read_text()), settings
 
     return run

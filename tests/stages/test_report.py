@@ -24,7 +24,9 @@ CHANCE = {"mean": 0.125, "p95": 0.25, "permutations": 200, "seed": 0}
 
 
 def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, scores=None, correct_l2=None,
-              chance=None, chance_l2=None):
+              chance=None, chance_l2=None, study_labels=None):
+    """One run's metrics and predictions; `study_labels`: its mislabelled count, scored the study's way
+    (evaluate.labels: study), else scored against the true labels."""
     correct = np.asarray(correct)
     correct_l2 = correct if correct_l2 is None else np.asarray(correct_l2)
     n = len(correct)
@@ -35,6 +37,8 @@ def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, sco
                      "kmeans_acc_chance": {**CHANCE, **(chance_l2 or chance or {})}}
     if pool:
         metrics["triplet_pool"] = pool
+    if study_labels is not None:
+        metrics.update(labels="study", mislabelled=study_labels)
     path = root / "metrics" / dataset / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
@@ -125,8 +129,8 @@ def test_seed_means_spreads_and_pairing(tmp_path):
 
 
 def test_the_study_number_only_beside_a_comparable_run(tmp_path):
-    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
-    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="split")
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4, study_labels=2)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="split", study_labels=2)
     s = summary_of(tmp_path, params(shots=15))["pets"]
     published = s["classification"]["published"]
     assert (published["correct"], published["n_test"]) == (123, 222) and published["kmeans_acc"] == pytest.approx(
@@ -134,7 +138,7 @@ def test_the_study_number_only_beside_a_comparable_run(tmp_path):
     # 0.554 -/+ 1.96 * sqrt(0.554 * 0.446 / 222) = [0.489, 0.620]
     assert published["ci95"] == pytest.approx([0.489, 0.620], abs=0.01)
     assert "published" not in s["triplet"] and "triplet.pool: study" in s["triplet"]["published_note"]
-    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="study")
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="study", study_labels=2)
     s = summary_of(tmp_path, params(shots=15))["pets"]
     assert s["triplet"]["published"]["correct"] == 183
     generated = summary_of(tmp_path, params(shots=15, **{"split.source": "generated"}))["pets"]
@@ -145,9 +149,70 @@ def test_the_study_number_only_beside_a_comparable_run(tmp_path):
         "classification"]
 
 
+def test_the_study_number_is_comparable_only_with_runs_scored_the_study_way(tmp_path):
+    """The same runs in the study's conditions: scored against the true labels, the study's number
+    is "not comparable" (with why, in one line); scored the study's way, "comparable". Either way
+    the line says how many of the study's test images were mislabelled (36 of 222 at 15 pets)."""
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="study")
+    p = params(shots=15)
+    s = summary_of(tmp_path, p)["pets"]
+    for method in ("classification", "triplet"):
+        assert "published" not in s[method] and "evaluate.labels: study" in s[method]["published_note"]
+        assert "labels" not in s[method] and "mislabelled" not in s[method]
+    text = report.markdown(summarise(tmp_path, p), p)
+    line = next(x for x in text.splitlines() if x.startswith("- The study's number for classification"))
+    assert line == ("- The study's number for classification, 55.41% (123/222; test images mislabelled by the "
+                    "study's scoring: 36 of 222 (its plot: 18 breeds with 8 points, 18 with 4, one with 6; 6 each in "
+                    "truth)), is not comparable with this run: this run was scored against each test image's own "
+                    "label; the study's evaluator gave every image of a batch of four the first one's label "
+                    "(evaluate.labels: study scores a run that way).")
+    assert " is comparable" not in text and "| - |" in text
+
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4, study_labels=2)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="study", study_labels=2)
+    s = summary_of(tmp_path, p)["pets"]
+    assert s["triplet"]["published"]["mislabelled"] == {
+        "fewest": 36, "exact": True, "evidence": "its plot: 18 breeds with 8 points, 18 with 4, one with 6; 6 each in "
+        "truth"}
+    assert (s["triplet"]["labels"], s["triplet"]["mislabelled"]) == ("study", 2)
+    text = report.markdown(summarise(tmp_path, p), p)
+    assert "- The study's number for triplet, 82.43% (183/222; test images mislabelled by the study's scoring: 36 of " \
+        "222 (its plot: 18 breeds with 8 points, 18 with 4, one with 6; 6 each in truth)), is comparable: this run " \
+        "was scored the study's way too (evaluate.labels: study; 2 of its 8 test images mislabelled)." in text
+    assert "| 82.43% [77.5, 87.4] (183/222; mislabelled: 36 of 222) |" in text and "not comparable" not in text
+
+    write_run(tmp_path, "pets", "triplet", 1, [1, 1, 1, 0] * 2, pool="study")  # one seed scored the true way
+    write_run(tmp_path, "pets", "classification", 1, [1, 0] * 4, study_labels=2)
+    s = summary_of(tmp_path, params(shots=15, seeds=[0, 1]))["pets"]
+    assert "published" in s["classification"] and "evaluate.labels: study" in s["triplet"]["published_note"]
+
+
+def test_each_published_number_states_its_mislabelled_test_images(tmp_path):
+    """Full DeFungi: a lower bound for triplet (a class with 160 points holds 12 of others), none seen
+    for classification; full pets: not counted; 15-shot DeFungi: 4 of 30."""
+    expected = {(0, "classification"): "scoring: none seen (its plot: 148 points per class",
+                (0, "triplet"): "scoring: at least 12 of 740 (its plot: 144, 144, 144, 148, 160",
+                (15, "classification"): "scoring: 4 of 30 (its plot: 8, 4, 8, 4, 6",
+                (15, "triplet"): "scoring: 4 of 30 (its plot"}
+    for (shots, method), words in expected.items():
+        write_run(tmp_path, "defungi", "classification", 0, [1, 0] * 3)
+        write_run(tmp_path, "defungi", "triplet", 0, [1, 0] * 3, pool="study")
+        p = params(datasets=["defungi"], shots=shots)
+        text = report.markdown(summarise(tmp_path, p), p)
+        line = next(x for x in text.splitlines() if x.startswith(f"- The study's number for {method}"))
+        assert words in line and "is not comparable" in line, line
+    write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
+    write_run(tmp_path, "pets", "triplet", 0, [1, 0] * 4, pool="study")
+    p = params()
+    text = report.markdown(summarise(tmp_path, p), p)
+    assert "88.97% (1,315/1,478; test images mislabelled by the study's scoring: not counted (its two 1,478-point " \
+        "plots were not read here)), is not comparable" in text
+
+
 def test_defungi_low_data_published_interval_is_that_of_30_images(tmp_path):
-    write_run(tmp_path, "defungi", "classification", 0, [1, 0] * 3)
-    write_run(tmp_path, "defungi", "triplet", 0, [1, 0] * 3, pool="study")
+    write_run(tmp_path, "defungi", "classification", 0, [1, 0] * 3, study_labels=0)
+    write_run(tmp_path, "defungi", "triplet", 0, [1, 0] * 3, pool="study", study_labels=0)
     s = summary_of(tmp_path, params(datasets=["defungi"], shots=15))["defungi"]
     assert (s["classification"]["published"]["correct"], s["triplet"]["published"]["correct"]) == (17, 20)
     lo, hi = s["classification"]["published"]["ci95"]
