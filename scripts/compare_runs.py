@@ -9,9 +9,12 @@ training seed), copied out of the workspace of each experiment:
     dvc exp apply B && cp -r data/predictions/digits/triplet /tmp/B
     python scripts/compare_runs.py /tmp/B /tmp/A     # B minus A
 
-It prints K-means accuracy of each, the difference with its paired bootstrap 95% interval (the
-same resamples of test images, and of seeds when there are several, as `report`) and per seed.
-Seeds are paired by number; both folders must hold the same seeds, scored on the same test rows.
+It prints K-means accuracy of each and the difference, as `report` computes its verdicts: with two
+or more seeds, a t-interval over the per-seed paired differences (S - 1 degrees of freedom:
+`stats.seed_interval`, a statement about the two settings); with one seed, the paired bootstrap
+over test images (a statement about two trained models only). Per seed, each difference with its
+image-level interval. Seeds are paired by number; both folders must hold the same seeds, scored on
+the same test rows.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.lib.stats import accuracy_ci, paired_difference  # noqa: E402
+from stages.lib.stats import accuracy_ci, paired_difference, seed_interval  # noqa: E402
 
 
 class CompareError(Exception):
@@ -61,13 +64,15 @@ def compare(b_folder: Path, a_folder: Path, *, l2: bool = False, resamples: int 
                                "their split (same dataset, seed, split params)")
     seeds = sorted(a)
     ya, yb = np.stack([a[s][1] for s in seeds]), np.stack([b[s][1] for s in seeds])
+    per_seed = {s: paired_difference(yb[i], ya[i], resamples=resamples, seed=seed) for i, s in enumerate(seeds)}
     return {
         "seeds": seeds,
         "n_test": int(ya.shape[1]),
         "b": {"kmeans_acc": float(yb.mean()), "ci95": accuracy_ci(yb, resamples=resamples, seed=seed)},
         "a": {"kmeans_acc": float(ya.mean()), "ci95": accuracy_ci(ya, resamples=resamples, seed=seed)},
-        "difference": paired_difference(yb, ya, resamples=resamples, seed=seed),
-        "per_seed": {s: paired_difference(yb[i], ya[i], resamples=resamples, seed=seed) for i, s in enumerate(seeds)},
+        "difference": per_seed[seeds[0]] if len(seeds) == 1
+        else seed_interval([d["difference"] for d in per_seed.values()]),
+        "per_seed": per_seed,
     }
 
 
@@ -93,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = r[name]["ci95"]
         print(f"{name.upper()} {folder}: K-means accuracy {r[name]['kmeans_acc']:.1%} [{lo:.1%}, {hi:.1%}]")
     verdict = {1: "B better", -1: "A better", 0: "no difference shown (95% CI includes 0)"}[r["difference"]["sign"]]
-    print(f"B - A: {_pts(r['difference'])}, {r['n_test']} test images x {len(r['seeds'])} seed(s): {verdict}")
+    how = ("t-interval over the per-seed differences" if len(r["seeds"]) > 1
+           else "one seed: two trained models, not the two settings")
+    print(f"B - A: {_pts(r['difference'])}, {r['n_test']} test images x {len(r['seeds'])} seed(s), {how}: {verdict}")
     print("per seed: " + "; ".join(f"seed {s} {_pts(d)}" for s, d in r["per_seed"].items()))
     return 0
 

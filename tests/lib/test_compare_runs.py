@@ -30,8 +30,10 @@ def test_the_difference_is_b_minus_a_pooled_over_seeds_and_per_seed(tmp_path):
     assert r["seeds"] == [0, 1] and r["n_test"] == 4
     assert r["difference"]["difference"] == pytest.approx(3 / 8)  # B 8/8, A 5/8
     assert r["per_seed"][0]["difference"] == 0.5 and r["per_seed"][1]["difference"] == 0.25
-    lo, hi = r["difference"]["ci95"]
-    assert 0 <= lo <= 3 / 8 <= hi <= 1 and r["difference"]["sign"] == (1 if lo > 0 else 0)
+    # Two seeds: a t-interval over the two per-seed differences (1 degree of freedom), as the report.
+    half = 12.706204736 * 0.125  # t(0.975, 1) x sd(0.5, 0.25) / sqrt(2)
+    assert r["difference"]["ci95"] == pytest.approx([3 / 8 - half, 3 / 8 + half]) and r["difference"]["sign"] == 0
+    assert r["difference"]["claim"] == "method"
     assert compare(tmp_path / "b", tmp_path / "a", l2=True, resamples=1000)["difference"]["difference"] == 0
 
 
@@ -53,6 +55,29 @@ def test_the_command_prints_both_runs_and_the_verdict(tmp_path, capsys):
     assert main([str(tmp_path / "b"), str(tmp_path / "a"), "--resamples", "1000"]) == 0
     out = capsys.readouterr().out
     assert "K-means accuracy 100.0% [100.0%, 100.0%]" in out and "K-means accuracy 0.0% [0.0%, 0.0%]" in out
-    assert "B - A: +100.0 points [+100.0, +100.0], 30 test images x 1 seed(s): B better" in out
+    assert ("B - A: +100.0 points [+100.0, +100.0], 30 test images x 1 seed(s), one seed: two trained models, "
+            "not the two settings: B better") in out
     assert main([str(tmp_path / "nope"), str(tmp_path / "a")]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_three_seeds_give_the_t_interval_of_the_per_seed_differences(tmp_path):
+    """The docs' 3-seed leak measurement: -8, +26 and +4 of 359 images, seed by seed."""
+    n = 359
+    for s, gained in enumerate((-8, 26, 4)):
+        a = [1] * 300 + [0] * (n - 300)
+        b = list(a)
+        if gained < 0:
+            b[:-gained] = [0] * -gained  # B loses images A got right
+        else:
+            b[300:300 + gained] = [1] * gained  # B gets images A got wrong
+        write(tmp_path / "a", s, a)
+        write(tmp_path / "b", s, b)
+    r = compare(tmp_path / "b", tmp_path / "a", resamples=200)
+    d = [-8 / n, 26 / n, 4 / n]
+    mean = sum(d) / 3
+    sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+    half = 4.302652730 * sd / 3 ** 0.5  # t(0.975, 2)
+    assert r["difference"]["difference"] == pytest.approx(mean)
+    assert r["difference"]["ci95"] == pytest.approx([mean - half, mean + half])
+    assert [round(x * 100, 1) for x in r["difference"]["ci95"]] == [-9.9, 14.0]
