@@ -3,7 +3,8 @@
 K-means accuracy (Hungarian-matched, each image scored against its own label) with its 95%
 bootstrap interval over test images, NMI, ARI, the spread over K-means initialisations,
 leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-normalised embeddings
-(`l2`), and the run's `leak` counts and `triplet_pool` (from training), written to
+(`l2`), the run's `leak` counts and `triplet_pool` (from training) and, under `split.classes:
+unseen`, its `protocol` (training and test classes; absent: seen classes), written to
 `metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`. On the
 device of `train.device` (a GPU: the neighbour search and K-means there; the CPU when the GPU is
 short of memory, saying so).
@@ -61,6 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise PipelineError(f"{args.embeddings} has no readable run record ({exc}); re-run the embed stage") from None
     true_labels = data["labels"]
+    protocol = run.get("protocol")  # split.classes: unseen: the test labels are the test half's classes
+    if protocol is not None:
+        classes = [str(c) for c in load_npz(args.embeddings, ("classes",))["classes"]]
+        tested = sorted({classes[int(label)] for label in np.unique(true_labels)})
+        if tested != sorted(protocol["test_classes"]):
+            raise PipelineError(f"{args.embeddings} holds test images of other classes than its run's test classes; "
+                                "re-run dvc repro")
     e = params.evaluate
     labels, mislabelled = scoring_labels(true_labels, e.labels)  # the true ones, or the study's (evaluate.labels)
     n_classes = int(len(np.unique(true_labels)))
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics["kmeans_acc_chance"], metrics["l2"]["kmeans_acc_chance"] = chance["raw"], chance["l2"]
     if pool is not None:
         metrics["triplet_pool"] = pool
+    if protocol is not None:  # absent: seen classes (the study's protocol)
+        metrics["protocol"] = {k: protocol[k] for k in ("classes", "halves", "seed", "train_classes", "test_classes")}
     table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": true_labels, "study_label": labels,
                           **per_image})
     for column in ("correct", "correct_l2"):

@@ -5,11 +5,12 @@ same ones for every method) and each one's `pictures.neighbours` nearest other t
 (`evaluate.distance`), framed green when of the query's class and red when not.
 `plots/confusion/D_M_seedS.png`: each test image's class against the class its K-means cluster is
 matched to (the evaluate stage's predictions; the study's K-means accuracy is the diagonal), class
-names on both axes.
+names on both axes: every class, or under `split.classes: unseen` the test classes only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -40,6 +41,23 @@ def read_predictions(path: Path, labels: np.ndarray) -> np.ndarray:
     return table["predicted"].to_numpy(dtype=np.int64)
 
 
+def confusion_classes(
+    labels: np.ndarray, predicted: np.ndarray, classes: list[str], test_classes: list[str] | None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The confusion matrix's classes and the labels and predictions as indices into them: every
+    class as given (`test_classes` None: seen), or only `test_classes` (split.classes: unseen), in
+    their order, -1 (unmatched) kept."""
+    if test_classes is None:
+        return labels, predicted, classes
+    index = np.full(len(classes), -1, dtype=np.int64)
+    index[[classes.index(name) for name in test_classes]] = np.arange(len(test_classes))
+    shown = index[labels]
+    if (shown < 0).any():
+        raise PipelineError(f"a test image of class {classes[int(labels[shown < 0][0])]!r} is not of the run's test "
+                            "classes; re-run dvc repro")
+    return shown, np.where(predicted < 0, -1, index[np.maximum(predicted, 0)]), list(test_classes)
+
+
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     p = cli.parser("pictures", __doc__.splitlines()[0])
@@ -61,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.plotting import confusion_matrix_figure, method_label, retrieval_grid, save_figure
     from stages.lib.splitdata import read_table, split_pixels
 
-    data = load_npz(args.embeddings, ("embeddings", "labels", "paths", "classes"))
+    data = load_npz(args.embeddings, ("embeddings", "labels", "paths", "classes", "run"))
     embeddings, labels, classes = data["embeddings"], data["labels"], [str(c) for c in data["classes"]]
+    protocol = json.loads(str(data["run"])).get("protocol")  # split.classes: unseen: its training and test classes
     table = read_table(args.splits, "test")
     if table["path"].astype(str).tolist() != [str(x) for x in data["paths"]]:
         raise PipelineError(f"{args.embeddings} and {args.splits}/test.csv list other images; run dvc repro")
@@ -71,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     pixels = split_pixels(args.decoded, table, open_decoded(args.decoded).shape[1])
 
     shots = "all images" if params.shots == 0 else f"{params.shots} per class"
+    if protocol:
+        shots += f" · unseen classes ({len(protocol['test_classes'])} of {len(classes)})"
     seed = "" if args.seed is None else f" · seed {args.seed}"
     name = f"{args.dataset} · {method_label(args.method, params.model.pretrained)} · {shots}{seed}"
 
@@ -86,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                 args.retrieval)
 
     predicted = read_predictions(args.predictions, labels)
-    save_figure(confusion_matrix_figure(labels, predicted, classes, name), args.confusion)
+    shown = confusion_classes(labels, predicted, classes, protocol and protocol["test_classes"])
+    save_figure(confusion_matrix_figure(*shown, name), args.confusion)
     log.info("retrieval picture -> %s, confusion matrix -> %s", args.retrieval, args.confusion)
 
 

@@ -204,8 +204,18 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
 
     regime = "all training images" if shots == 0 else f"{shots} training images per class"
     label = {m: method_label(m, params.model.pretrained) for m in methods}
+    unseen = any(e.protocol for data in summary.values() for e in data.methods.values())  # one protocol: one_protocol
     lines = [
-        f"# Results ({regime})", "",
+        f"# Results ({regime}{', unseen classes' if unseen else ''})", "",
+    ]
+    if unseen:
+        lines += [
+            "**Protocol: unseen classes** (`split.classes: unseen`) for every run below: each model was trained and "
+            "validated on one half of its dataset's classes and tested on every image of the other half, never "
+            "trained on; K-means uses k = the test classes. These numbers are not comparable with seen-class runs "
+            "(the study's protocol), nor with the study's published numbers.", "",
+        ]
+    lines += [
         "K-means accuracy with its 95% bootstrap interval over test images (and over training seeds when there are "
         "several) and its chance level (the same clustering matched to permuted labels: mean and 95th percentile, "
         "p95); other metrics: mean ± standard deviation over seeds. `L2` repeats K-means on L2-normalised "
@@ -225,6 +235,13 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
         entries = data.methods
         first = entries[methods[0]]
         lines += [f"## {dataset} ({first.n_test:,} test images, {first.seeds} seed(s))", ""]
+        if first.protocol:
+            halves = first.protocol
+            how = ("the dataset's standard first half" if halves["halves"] == "first_half"
+                   else f"a random half drawn with seed {halves['seed']}")
+            lines += [f"Unseen classes ({how}): trained and validated on {len(halves['train_classes'])} "
+                      f"({', '.join(halves['train_classes'])}); tested on {len(halves['test_classes'])} "
+                      f"({', '.join(halves['test_classes'])}).", ""]
         lines.append("| method | " + " | ".join(METRICS.values()) + " | L2: K-means acc | leak | study |")
         lines.append("| --- " * (len(METRICS) + 4) + "|")
         for method in methods:

@@ -8,6 +8,12 @@ follows the manifest's order. With `split.source: annotations` the tables are th
 scoring depends on), and `triplet_train.csv` / `triplet_val.csv` (plus `negative_label`) are its
 triplet lists; with `generated` they are stratified, grouped splits and the k-shot subset, from
 `seed` (a CSV source's own `split` column, when it has one, replaces the generated split).
+
+With `split.classes: unseen` the classes are halved (`stages.lib.splits.class_halves`): train and
+val hold images of the training half only (generated: `unseen_splits`; the study's lists or a CSV's
+own split: their train and val images of those classes, without the study's triplet lists, whose
+negatives name every class), test every image of the other half; `protocol.json` records the
+halves. Under `seen` (the default) no `protocol.json` is written and nothing else changes.
 """
 
 from __future__ import annotations
@@ -30,12 +36,22 @@ log = logging.getLogger("stages.split")
 
 
 def generated_tables(
-    manifest: pd.DataFrame, params: Params, spec: DatasetSpec, dataset: str
+    manifest: pd.DataFrame, params: Params, spec: DatasetSpec, dataset: str, train_classes: list[str] | None = None,
 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The generated split (`split.source: generated`): stratified, grouped tables from `seed` (or,
     for a CSV source with a `split` column, the user's own split as given), the k-shot subset of
-    train, each row with its manifest `row` (the index of its decoded image)."""
-    from stages.lib.splits import SPLITS, build_splits, few_shot, given_splits
+    train, each row with its manifest `row` (the index of its decoded image). `train_classes`: the
+    training half of `split.classes: unseen` (None: seen)."""
+    from stages.lib.splits import (
+        COLUMNS,
+        SPLITS,
+        SplitTables,
+        build_splits,
+        few_shot,
+        given_splits,
+        keep_halves,
+        unseen_splits,
+    )
 
     per_class = params.split.test_per_class
     if per_class == "study":
@@ -43,6 +59,14 @@ def generated_tables(
     try:
         if "split" in manifest.columns:  # a CSV source's own split column, used as given
             generated = given_splits(manifest)
+            if train_classes is not None:
+                label = {name: i for i, name in enumerate(generated.classes)}
+                everything = manifest.assign(label=manifest["class"].map(label))[COLUMNS]
+                generated = SplitTables(*keep_halves(generated.train, generated.val, everything, train_classes),
+                                        generated.classes)
+        elif train_classes is not None:
+            generated = unseen_splits(manifest, val_fraction=params.split.val_fraction, seed=params.seed,
+                                      train_classes=train_classes)
         else:
             generated = build_splits(
                 manifest, test_fraction=params.split.test_fraction, val_fraction=params.split.val_fraction,
@@ -74,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.atomic import atomic_dir
     from stages.lib.datasets import dataset_spec
     from stages.lib.manifest import read_manifest
+    from stages.lib.splits import PROTOCOL_FILE, class_halves, keep_halves, protocol_record
 
     params = cli.params_of(args)
     manifest = read_manifest(args.raw).reset_index(drop=True)
@@ -81,6 +106,14 @@ def main(argv: list[str] | None = None) -> None:
     if manifest["class"].nunique() < 2:
         raise PipelineError(f"{args.raw}: {args.dataset} has fewer than 2 classes; nothing to compare")
     spec = dataset_spec(args.dataset, params.sources, args.params.resolve().parent)
+    protocol = None
+    if params.split.classes == "unseen":
+        try:
+            halves = class_halves(list(manifest["class"].unique()), params.seed, spec.unseen_first_half)
+        except PipelineError as exc:
+            raise PipelineError(f"{spec.origin or args.dataset}: {exc}") from None
+        protocol = protocol_record(*halves, params.seed, spec.unseen_first_half)
+    train_classes = protocol["train_classes"] if protocol else None
     if params.split.source == "annotations":
         if spec.annotation_prefix is None:
             raise PipelineError(f"the study published no split lists for {args.dataset}; set split.source: generated")
@@ -95,9 +128,12 @@ def main(argv: list[str] | None = None) -> None:
             log.warning("%s", warning)
         tables, classes = study.tables, study.classes
     else:
-        tables, classes = generated_tables(manifest, params, spec, args.dataset)
+        tables, classes = generated_tables(manifest, params, spec, args.dataset, train_classes)
     label = {name: i for i, name in enumerate(classes)}
     pool = manifest.assign(label=manifest["class"].map(label))[["row", "path", "label", "class", "group"]]
+    if protocol and params.split.source == "annotations":  # the study's train and val lists, its test classes
+        tables = dict(zip(("train", "val", "test"), keep_halves(tables["train"], tables["val"], pool, train_classes),
+                          strict=True))
     checks = list_checks(tables)
     with atomic_dir(args.out) as tmp:
         for name, table in tables.items():
@@ -105,11 +141,17 @@ def main(argv: list[str] | None = None) -> None:
         pool.to_csv(tmp / "pool.csv", index=False, lineterminator="\n")
         (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
         (tmp / "checks.json").write_text(json.dumps(checks, indent=2, sort_keys=True) + "\n")
+        if protocol:
+            (tmp / PROTOCOL_FILE).write_text(json.dumps(protocol, indent=2) + "\n")
     log.info(
         "%s: %d train / %d val / %d test images, %d classes (split.source=%s, shots=%d)",
         args.dataset, len(tables["train"]), len(tables["val"]), len(tables["test"]), len(classes),
         params.split.source, params.shots,
     )
+    if protocol:
+        log.info("unseen classes: train and val on %d (%s), test on the other %d (%s)",
+                 len(protocol["train_classes"]), ", ".join(protocol["train_classes"]),
+                 len(protocol["test_classes"]), ", ".join(protocol["test_classes"]))
 
     for view, counts in checks.items():
         log.info("%s: %s", view, ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -88,16 +88,18 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     from stages.lib.losses import training
     from stages.lib.models import build_backbone, embedding_size, save_checkpoint
     from stages.lib.resume import clear_resume, folder_digest
-    from stages.lib.splitdata import read_classes
+    from stages.lib.splitdata import read_classes, read_protocol
     from stages.lib.trainer import fit, write_curve
     from stages.weights import weights_file
 
     classes = read_classes(args.splits)
+    protocol = read_protocol(args.splits)  # split.classes: unseen: a head over the training classes only
     torch.manual_seed(args.seed)
     configure_determinism(params.train.deterministic, device)
     configure_tf32(params.train.precision, device)  # precision fp32 (or auto on the CPU): no TF32 on CUDA
     backbone = build_backbone(params.model.name, weights_file(args.weights))
-    method = method_cls(params.method_params(args.method), len(classes), embedding_size(backbone))
+    n_classes = len(protocol["train_classes"]) if protocol else len(classes)
+    method = method_cls(params.method_params(args.method), n_classes, embedding_size(backbone))
     meta = {
         "dataset": args.dataset,
         "method": args.method,
@@ -109,6 +111,8 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     }
     if method.pool is not None:
         meta["triplet_pool"] = method.pool
+    if protocol:
+        meta["protocol"] = protocol
     if not method.trains:
         if not distributed.is_main():
             return  # rank 0 writes the checkpoint
@@ -120,7 +124,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     data, meta["leak"] = training_data(method, args.splits, args.decoded, params.model.image_size)
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s%s",
-        args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), len(classes), device,
+        args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), n_classes, device,
         f", {distributed.world().size} processes" if distributed.world().size > 1 else "",
     )
     result = fit(
@@ -160,8 +164,10 @@ def training_tables(
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None, pd.DataFrame | None]:
     """The `train` and `val` tables the method uses (the study's triplet lists where the split has
     them), the sampling pool (every downloaded image) when the method draws from it, and, when the
-    study's triplet list stands in for `train`, the split's own train list to check it against."""
-    from stages.lib.splitdata import read_table
+    study's triplet list stands in for `train`, the split's own train list to check it against.
+    Under `split.classes: unseen` the tables' labels are renumbered over the training classes
+    (`training_labels`), and the study's pool is refused."""
+    from stages.lib.splitdata import read_classes, read_protocol, read_table, training_labels
 
     tables, listed_train = {}, None
     for name in ("train", "val"):
@@ -173,6 +179,16 @@ def training_tables(
         else:
             tables[name] = read_table(splits, name)
     pool = read_table(splits, "pool") if method.pool == "study" else None
+    protocol = read_protocol(splits)
+    if protocol:
+        if pool is not None:
+            raise PipelineError(
+                f"{splits} is a split.classes: unseen split, and triplet.pool: study would draw its test classes into "
+                "training; set triplet.pool: split"
+            )
+        classes = read_classes(splits)
+        tables = {name: training_labels(table, classes, protocol["train_classes"], f"{splits}/{name}.csv")
+                  for name, table in tables.items()}
     return tables, pool, listed_train
 
 

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_npz(args.embeddings, ("embeddings", "labels", "classes"))
     try:
-        accuracy = float(json.loads(args.metrics.read_text())["kmeans_acc"])
+        scores = json.loads(args.metrics.read_text())
+        accuracy, protocol = float(scores["kmeans_acc"]), scores.get("protocol")
     except FileNotFoundError:
         raise PipelineError(f"{args.metrics} not found; run the evaluate stage first (dvc repro)") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"{args.embeddings} has {len(data['embeddings'])} test images; UMAP needs at least 4")
     points = project(data["embeddings"], params.umap)
     shots = "all images" if params.shots == 0 else f"{params.shots} per class"
+    if protocol:  # split.classes: unseen
+        shots += f" · unseen classes ({len(protocol['test_classes'])} of {len(data['classes'])})"
     seed = "" if args.seed is None else f" · seed {args.seed}"
     method = method_label(args.method, params.model.pretrained)
     title = f"{args.dataset} · {method} · {shots}{seed} · K-means accuracy {accuracy:.1%}"

@@ -87,6 +87,14 @@ class SplitParams:
         0.1, "generated: share of each class for choosing the best epoch",
         within(0, 1, low_open=True, high_open=True),
     )
+    classes: Literal["seen", "unseen"] = setting(
+        "seen",
+        "`seen`: train, validate and test on every class (the study); `unseen`: train and validate on one half of "
+        "the classes (a random half drawn with `seed`, or the dataset's standard first half where it defines one: "
+        "none of the registered ones does), test on every image of the other half; `shots` apply to the training "
+        "half, `test_fraction` and `test_per_class` are not used; at least 4 classes; not with `triplet.pool: "
+        "study` ([methods.md](methods.md#seen-and-unseen-classes))",
+    )
 
     def check(self, where: str) -> None:
         check_settings(self, where)

@@ -84,13 +84,17 @@ def published(dataset: str, method: str, shots: int) -> Published | None:
 
 def incomparable(
     method: str, *, split_source: str, model_name: str, pretrained: bool, image_size: int,
-    triplet_pool: str | None, labels: bool | str,
+    triplet_pool: str | None, labels: bool | str, classes: str = "seen",
 ) -> str | None:
     """Why a run cannot be set beside the study's number (one line), or None when it can: the
-    study's lists (`split.source: annotations`), its pretrained model at its size, for triplet its
-    sampling from every image (`triplet.pool: study`), and its scoring (`labels`, the run's
-    `evaluate.labels`: `study`, every image labelled as the first of its batch of four, as the
-    published numbers were). `shots` is matched by lookup."""
+    study's protocol (tested on its training classes: `split.classes: seen`), its lists
+    (`split.source: annotations`), its pretrained model at its size, for triplet its sampling from
+    every image (`triplet.pool: study`), and its scoring (`labels`, the run's `evaluate.labels`:
+    `study`, every image labelled as the first of its batch of four, as the published numbers
+    were). `shots` is matched by lookup."""
+    if classes != "seen":
+        return ("tested on classes it never trained on (split.classes: unseen); the study tested on its training "
+                "classes (seen)")
     if split_source != "annotations":
         return "not the study's split lists (split.source: generated; the study's are annotations)"
     if model_name != STUDY_MODEL or not pretrained or image_size != STUDY_IMAGE_SIZE:

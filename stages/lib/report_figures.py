@@ -50,6 +50,8 @@ def accuracy_chart(summary: dict[str, DatasetSummary], methods: list[str], seeds
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("K-means accuracy (test set)")
     regime = "all training images" if shots == 0 else f"{shots} per class"
+    if any(e.protocol for data in summary.values() for e in data.methods.values()):  # split.classes: unseen
+        regime += ", unseen classes"
     ax.set_title(f"K-means accuracy ({regime}); error bars: 95% bootstrap CI over test images"
                  f"{f' and {seeds} seeds' if seeds > 1 else ''}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

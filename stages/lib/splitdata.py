@@ -37,6 +37,45 @@ def read_classes(splits: Path) -> list[str]:
     return [str(c) for c in classes]
 
 
+def read_protocol(splits: Path) -> dict | None:
+    """`protocol.json` of a `split.classes: unseen` split (its training and test classes), or None
+    for a seen-class split, which writes none."""
+    from stages.lib.splits import PROTOCOL_FILE
+
+    path = splits / PROTOCOL_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path} is corrupt ({exc}); re-run the split stage") from None
+    if not isinstance(record, dict) or not {"train_classes", "test_classes"} <= set(record):
+        raise PipelineError(f"{path} lacks train_classes or test_classes; re-run the split stage")
+    return record
+
+
+def training_labels(table: pd.DataFrame, classes: list[str], train_classes: list[str], where: str) -> pd.DataFrame:
+    """`table` with `label` (and `negative_label`, where present) renumbered 0 .. len(train_classes) - 1
+    in `train_classes` order: what a classification head over the training classes of
+    `split.classes: unseen` is trained on (the split's labels index every class, `classes`)."""
+    position = {name: i for i, name in enumerate(classes)}
+    index = {position[name]: i for i, name in enumerate(train_classes) if name in position}
+    if len(index) != len(train_classes):
+        raise PipelineError(f"{where}: protocol.json names classes that classes.json lacks; re-run the split stage")
+    out = table.copy()
+    for column in ("label", "negative_label"):
+        if column not in out.columns:
+            continue
+        mapped = out[column].map(index)
+        if mapped.isna().any():
+            other = classes[int(out.loc[mapped.isna(), column].iloc[0])]
+            raise PipelineError(
+                f"{where} holds class {other!r}, not a training class of protocol.json; re-run the split stage"
+            )
+        out[column] = mapped.astype(np.int64)
+    return out
+
+
 class Rows:
     """The pixels of some rows of a decoded array, in a given order, read from the memory-mapped
     file when indexed: the operating system's page cache holds them once for every process (the

@@ -19,6 +19,9 @@ from stages.lib.validate import ParamError, require
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ["path", "label", "class", "group"]
+PROTOCOL_FILE = "protocol.json"  # the split folder's record of `split.classes: unseen` (absent under seen)
+MIN_UNSEEN_CLASSES = 4  # unseen: at least 2 classes to train on (triplets need two) and 2 to cluster
+HALVES_STREAM = 0x5EE4  # the class halves' own random stream, [seed, HALVES_STREAM]: apart from the splits' draws
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,7 @@ def build_splits(
     when given, replaces round(n * test_fraction) (whole groups: the last one taken may overshoot
     it). Groups are shuffled with `seed`; rows keep the manifest's order.
     """
-    missing = {"path", "class", "group"} - set(manifest.columns)
-    if missing:
-        raise PipelineError(f"manifest lacks columns {sorted(missing)}; re-run the download stage")
-    spread = manifest.groupby("group")["class"].nunique()
-    if (spread > 1).any():
-        bad = spread[spread > 1].index[0]
-        raise PipelineError(f"group {bad!r} holds images of several classes; groups must lie within a class")
+    _check_manifest(manifest)
     classes = sorted(manifest["class"].unique())
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
@@ -91,10 +88,107 @@ def build_splits(
         for split, chosen in (("test", test), ("val", val), ("train", rest)):
             for group in chosen:
                 assignment[group] = split
+    return _split_tables(manifest, classes, assignment)
+
+
+def _check_manifest(manifest: pd.DataFrame) -> None:
+    missing = {"path", "class", "group"} - set(manifest.columns)
+    if missing:
+        raise PipelineError(f"manifest lacks columns {sorted(missing)}; re-run the download stage")
+    spread = manifest.groupby("group")["class"].nunique()
+    if (spread > 1).any():
+        bad = spread[spread > 1].index[0]
+        raise PipelineError(f"group {bad!r} holds images of several classes; groups must lie within a class")
+
+
+def _split_tables(manifest: pd.DataFrame, classes: list[str], assignment: dict[str, str]) -> SplitTables:
+    """The tables of a group -> split assignment; labels index the sorted class names, rows keep their order."""
     label = {name: i for i, name in enumerate(classes)}
     table = manifest.assign(label=manifest["class"].map(label), split=manifest["group"].map(assignment))
     out = {s: table[table["split"] == s][COLUMNS].reset_index(drop=True) for s in SPLITS}
     return SplitTables(out["train"], out["val"], out["test"], classes)
+
+
+# --- split.classes: unseen --------------------------------------------------------------------
+
+
+def class_halves(classes: list[str], seed: int, first_half: bool = False) -> tuple[list[str], list[str]]:
+    """(training classes, test classes) of `split.classes: unseen`, each sorted: the training half
+    has ceil(C / 2) of the C classes, the test half the rest. `first_half`: the first ceil(C / 2) in
+    sorted name order (a dataset's standard protocol, `DatasetSpec.unseen_first_half`); otherwise a
+    random half, drawn from `seed` alone (its own stream, so the same seed gives the same halves
+    whatever the fractions and shots)."""
+    names = sorted(set(classes))
+    if len(names) < MIN_UNSEEN_CLASSES:
+        raise PipelineError(
+            f"split.classes: unseen needs at least {MIN_UNSEEN_CLASSES} classes (2 to train on, 2 to test on), "
+            f"the dataset has {len(names)}; set split.classes: seen"
+        )
+    n_train = len(names) - len(names) // 2
+    if first_half:
+        train = names[:n_train]
+    else:
+        order = np.random.default_rng([seed, HALVES_STREAM]).permutation(len(names))
+        train = sorted(names[i] for i in order[:n_train])
+    chosen = set(train)
+    return train, [name for name in names if name not in chosen]
+
+
+def unseen_splits(
+    manifest: pd.DataFrame, *, val_fraction: float, seed: int, train_classes: list[str],
+) -> SplitTables:
+    """The generated split of `split.classes: unseen`: each training class gives round(n *
+    val_fraction) images (at least one group, leaving one) to val and the rest to train, by whole
+    groups shuffled with `seed`; test holds every image of the other classes. Labels index all
+    the sorted class names, as under seen."""
+    _check_manifest(manifest)
+    classes = sorted(manifest["class"].unique())
+    training = set(train_classes)
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for name in classes:
+        rows = manifest[manifest["class"] == name]
+        sizes = rows.groupby("group").size().to_dict()
+        groups = sorted(sizes)
+        if name not in training:
+            assignment.update(dict.fromkeys(groups, "test"))
+            continue
+        if len(groups) < 2:
+            raise PipelineError(
+                f"class {name!r} has {len(rows)} images in {len(groups)} source group(s); at least 2 are needed "
+                "for train and val (split.classes: unseen)"
+            )
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        val, rest = _take_groups(order, sizes, max(1, round(len(rows) * val_fraction)), keep=1)
+        assignment.update(dict.fromkeys(val, "val"))
+        assignment.update(dict.fromkeys(rest, "train"))
+    return _split_tables(manifest, classes, assignment)
+
+
+def keep_halves(
+    train: pd.DataFrame, val: pd.DataFrame, everything: pd.DataFrame, train_classes: list[str],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A given split (the study's lists, a CSV's own split column) under `split.classes: unseen`:
+    its train and val images of the training classes, and as test every image of the other classes
+    (`everything`: every image, with the tables' columns), rows in their tables' order."""
+    training = set(train_classes)
+
+    def own(table: pd.DataFrame) -> pd.DataFrame:
+        return table[table["class"].isin(training)].reset_index(drop=True)
+
+    test = everything[~everything["class"].isin(training)].reset_index(drop=True)
+    return own(train), own(val), test
+
+
+def protocol_record(train_classes: list[str], test_classes: list[str], seed: int, first_half: bool) -> dict:
+    """What `protocol.json` (and each run's meta data and metrics) records of `split.classes: unseen`."""
+    return {
+        "classes": "unseen",
+        "halves": "first_half" if first_half else "random",  # first_half: the dataset's standard protocol
+        "seed": seed,
+        "train_classes": list(train_classes),
+        "test_classes": list(test_classes),
+    }
 
 
 def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> pd.DataFrame:
@@ -136,17 +230,22 @@ def few_shot(train: pd.DataFrame, shots: int, seed: int, dataset: str = "") -> p
 
 def train_sizes(
     class_sizes: dict[str, int], *, test_fraction: float, val_fraction: float, seed: int,
-    test_per_class: int | None = None,
+    test_per_class: int | None = None, classes: str = "seen", first_half: bool = False,
 ) -> dict[str, int]:
-    """Training images per class that `build_splits` leaves when every image is its own group:
-    the exact upper limit of `shots`, known before anything is downloaded or split."""
+    """Training images per class that `build_splits` (`unseen_splits` with `classes` unseen: the
+    training half only) leaves when every image is its own group: the exact upper limit of
+    `shots`, known before anything is downloaded or split."""
     manifest = pd.DataFrame(
         [(f"{name}/{i}", name, f"{name}/{i}") for name, n in class_sizes.items() for i in range(n)],
         columns=["path", "class", "group"],
     )
-    tables = build_splits(
-        manifest, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, test_per_class=test_per_class
-    )
+    if classes == "unseen":
+        train, _ = class_halves(list(class_sizes), seed, first_half)
+        tables = unseen_splits(manifest, val_fraction=val_fraction, seed=seed, train_classes=train)
+    else:
+        tables = build_splits(
+            manifest, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, test_per_class=test_per_class
+        )
     return tables.train.groupby("class").size().to_dict()
 
 
@@ -175,6 +274,8 @@ def check_params(p: Any, datasets: Any, own: list[str]) -> None:
 
     `p` is the loaded Params, `datasets` the dataset registry, `own` the datasets of your own.
     """
+    if p.split.classes == "unseen":
+        _check_unseen(p, datasets, own)
     if p.split.source == "annotations":
         published = [n for n in datasets.names() if datasets.get(n).annotation_prefix]
         for name in p.datasets:
@@ -205,15 +306,41 @@ def check_params(p: Any, datasets: Any, own: list[str]) -> None:
         try:
             train = train_sizes(
                 sizes, test_fraction=p.split.test_fraction, val_fraction=p.split.val_fraction, seed=p.seed,
-                test_per_class=per_class,
+                test_per_class=per_class, classes=p.split.classes, first_half=spec.unseen_first_half,
             )
         except PipelineError as exc:
             raise ParamError("split", f"a split that {name} allows ({exc})", dataclasses.asdict(p.split)) from None
         smallest = min(train, key=lambda c: (train[c], c))
         if p.shots > train[smallest]:
+            held = "val is" if p.split.classes == "unseen" else "test and val are"
             raise ParamError(
                 "shots",
-                f"at most {train[smallest]} for {name} (the training images of its class {smallest!r} once test "
-                "and val are held out; 0 = every image)",
+                f"at most {train[smallest]} for {name} (the training images of its class {smallest!r} once {held} "
+                "held out; 0 = every image)",
                 p.shots,
+            )
+
+
+def _check_unseen(p: Any, datasets: Any, own: list[str]) -> None:
+    """`split.classes: unseen` refuses the study's sampling pool (it would draw the test classes'
+    images into training) and, where the classes are known before the download, a dataset of fewer
+    than MIN_UNSEEN_CLASSES classes."""
+    for method in p.methods:
+        if getattr(p.method.get(method), "pool", None) == "study":
+            raise ParamError(
+                f"{method}.pool",
+                "split with split.classes: unseen (the study's pool draws from every downloaded image, which would "
+                "put the unseen test classes into training)",
+                "study",
+            )
+    for name in p.datasets:
+        if name in own:
+            continue  # known once downloaded: the split stage checks it
+        sizes = datasets.get(name).class_sizes(p.sources[name])
+        if sizes is not None and len(sizes) < MIN_UNSEEN_CLASSES:
+            raise ParamError(
+                "split.classes",
+                f"seen for {name}: it has {len(sizes)} classes, and unseen needs at least {MIN_UNSEEN_CLASSES} "
+                "(2 to train on, 2 to test on)",
+                "unseen",
             )

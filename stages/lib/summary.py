@@ -74,6 +74,16 @@ class Run:
         """The manifest rows of the test images it was scored on, in order."""
         return self.predictions["row"].to_numpy()
 
+    @property
+    def protocol(self) -> dict | None:
+        """The run's `split.classes: unseen` record (its training and test classes); None: seen classes."""
+        return self.scores.get("protocol")
+
+    @property
+    def classes(self) -> str:
+        """The run's protocol: "seen" (the study's: tested on its training classes) or "unseen"."""
+        return self.protocol["classes"] if self.protocol else "seen"
+
 
 @dataclass(frozen=True)
 class Coverage:
@@ -218,6 +228,7 @@ class MethodSummary:
     published_note: str | None = None  # why the study's number is not beside this run
     paper: Published | None = None  # the study's number for this dataset, method and shots, comparable or not
     mislabelled: int | None = None  # scored the study's way (evaluate.labels: study): its test labels that differ
+    protocol: dict | None = None  # split.classes: unseen: its training and test classes; None: seen
 
     @property
     def clean(self) -> bool:
@@ -234,6 +245,8 @@ class MethodSummary:
             out["published_note"] = self.published_note
         if self.mislabelled is not None:
             out.update(labels="study", mislabelled=self.mislabelled)
+        if self.protocol is not None:
+            out["protocol"] = self.protocol
         return out
 
 
@@ -420,6 +433,29 @@ def compare(runs: list[Run], base_runs: list[Run], view: str, resamples: int, se
     return _with_verdict(out)
 
 
+def one_protocol(runs: list[Run]) -> None:
+    """Refuse a report whose runs were not all scored under one protocol (`split.classes`, and under
+    unseen the same halves of each dataset's classes): a seen-class and an unseen-class accuracy
+    answer different questions, so no comparison, table or chart may put them side by side."""
+    kinds = {r.classes for r in runs}
+    if len(kinds) > 1:
+        example = {r.classes: r for r in runs}
+        raise PipelineError(
+            "the runs mix seen and unseen classes (e.g. " + ", ".join(
+                f"{r.dataset} {r.method} seed {r.seed}: {kind}" for kind, r in sorted(example.items()))
+            + "); a report compares runs of one protocol: re-run dvc repro so that every run uses split.classes of "
+            "params.yaml"
+        )
+    halves: dict[str, tuple] = {}
+    for r in runs:
+        if r.protocol is None:
+            continue
+        mine = (tuple(r.protocol["train_classes"]), tuple(r.protocol["test_classes"]))
+        if halves.setdefault(r.dataset, mine) != mine:
+            raise PipelineError(f"{r.dataset}: {r.method} seed {r.seed} was trained on other classes than the "
+                                "dataset's other runs; re-run dvc repro so that every run uses the current split")
+
+
 def _with_verdict(c: Comparison) -> Comparison:
     return replace(c, verdict=verdict(c))
 
@@ -449,15 +485,17 @@ def scored_the_study_way(runs: list[Run]) -> int | None:
 
 
 def _study_number(dataset: str, method: str, pool: str | None, params,
-                  labels: bool | str = True) -> tuple[StudyNumber | None, str | None]:
+                  labels: bool | str = True, classes: str = "seen") -> tuple[StudyNumber | None, str | None]:
     """The study's number beside this run with its CI, or why there is none (None, None: it published
-    none). `labels`: how the run was scored (`evaluate.labels`, read from its metrics)."""
+    none). `labels`: how the run was scored (`evaluate.labels`, read from its metrics); `classes`: its
+    protocol (`split.classes`, read from its metrics)."""
     paper = published(dataset, method, params.shots)
     if paper is None:
         return None, None
     reason = incomparable(
         method, split_source=params.split.source, model_name=params.model.name,
         pretrained=params.model.pretrained, image_size=params.model.image_size, triplet_pool=pool, labels=labels,
+        classes=classes,
     )
     if reason is not None:
         return None, reason
@@ -477,6 +515,7 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
     resamples, boot_seed = params.evaluate.bootstrap_resamples, params.evaluate.bootstrap_seed
     primary = params.primary
     base = baseline_of(methods)
+    one_protocol(runs)
     summary = {}
     for dataset in params.datasets:
         by_method = {m: sorted((r for r in runs if r.dataset == dataset and r.method == m), key=lambda r: r.seed)
@@ -493,13 +532,14 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
         for method, group in by_method.items():
             pool = group[0].scores.get("triplet_pool")
             mislabelled = scored_the_study_way(group)
-            study, note = _study_number(dataset, method, pool, params, "study" if mislabelled is not None else True)
+            study, note = _study_number(dataset, method, pool, params, "study" if mislabelled is not None else True,
+                                        group[0].classes)
             entries[method] = MethodSummary(
                 method=method, seeds=len(group), shots=params.shots, n_test=int(len(reference)),
                 views={view: view_stats(group, view, resamples, boot_seed, coverage) for view in VIEWS},
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
                 triplet_pool=pool, published=study, published_note=note,
-                paper=published(dataset, method, params.shots), mislabelled=mislabelled,
+                paper=published(dataset, method, params.shots), mislabelled=mislabelled, protocol=group[0].protocol,
             )
         pairs, note = pairs_of(methods, base, primary)
         role = {(a, b, view): "primary" if note is None and (a, b, view) == (primary.better, primary.than,

@@ -45,6 +45,10 @@ class DatasetSpec:
     annotation_prefix: str | None = None  # the study's split lists are `<prefix>_train.txt` etc.
     study_test_per_class: int | None = None  # test images per class in the study (split.test_per_class: study)
     origin: str | None = None  # a dataset of your own: the folder or CSV it comes from (for messages)
+    # `split.classes: unseen`: the dataset's standard protocol trains on the first half of its classes in
+    # sorted name order (CUB-200 and Cars196, whose class folders begin with the class id); False: a random
+    # half drawn with `seed` (no registered dataset defines one: pets and DeFungi publish none)
+    unseen_first_half: bool = False
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -63,6 +67,7 @@ def register_dataset(
     expected_per_class: dict[str, int] | None = None,
     annotation_prefix: str | None = None,
     study_test_per_class: int | None = None,
+    unseen_first_half: bool = False,
 ) -> Callable[[Fetch], Fetch]:
     """Decorator: register `fetch(source_params, images_dir, cache_dir)` as dataset `name`."""
 
@@ -80,6 +85,7 @@ def register_dataset(
             expected_per_class=expected_per_class,
             annotation_prefix=annotation_prefix,
             study_test_per_class=study_test_per_class,
+            unseen_first_half=unseen_first_half,
         )
         DATASETS.register(name)(spec)
         return fetch
