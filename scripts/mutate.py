@@ -50,7 +50,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "splits": (
         ["stages/lib/splits.py"], None,
         ["tests/lib/test_splits.py", "tests/lib/test_splits_edges.py", "tests/lib/test_splits_fuzz.py",
-         "tests/stages/test_split_shots.py"],
+         "tests/stages/test_split_shots.py", "tests/lib/test_unseen_classes.py"],
     ),
     "samplers": (
         ["stages/lib/methods/triplet.py", "stages/lib/methods/balanced.py"], None,
