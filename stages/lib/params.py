@@ -93,7 +93,7 @@ class SplitParams:
         "the classes (a random half drawn with `seed`, or the dataset's standard first half where it defines one: "
         "none of the registered ones does), test on every image of the other half; `shots` apply to the training "
         "half, `test_fraction` and `test_per_class` are not used; at least 4 classes; not with `triplet.pool: "
-        "study` ([methods.md](methods.md#seen-and-unseen-classes))",
+        "study` nor `evaluate.labels: study` ([methods.md](methods.md#seen-and-unseen-classes))",
     )
 
     def check(self, where: str) -> None:

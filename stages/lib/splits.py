@@ -333,6 +333,13 @@ def _check_unseen(p: Any, datasets: Any, own: list[str]) -> None:
                 "put the unseen test classes into training)",
                 "study",
             )
+    if p.evaluate.labels == "study":
+        raise ParamError(
+            "evaluate.labels",
+            "true with split.classes: unseen (the study's batch-of-four labels follow the order of its own test list, "
+            "which an unseen test set is not)",
+            "study",
+        )
     for name in p.datasets:
         if name in own:
             continue  # known once downloaded: the split stage checks it

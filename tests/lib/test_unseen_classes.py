@@ -136,6 +136,7 @@ def test_unseen_params_load_and_seen_is_the_default():
      "split.classes must be seen for synthetic: it has 3 classes, and unseen needs at least 4"),
     ({"shots": 10}, r"shots must be at most 9 for synthetic \(the training images of its class .* once val is held"),
     ({"split.classes": "both"}, "split.classes must be"),
+    ({"evaluate.labels": "study"}, "evaluate.labels must be true with split.classes: unseen"),
 ])
 def test_what_unseen_cannot_do_is_refused_in_one_line(changes, message):
     with pytest.raises(PipelineError, match=message) as caught:
