@@ -215,6 +215,11 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
             "trained on; K-means uses k = the test classes. These numbers are not comparable with seen-class runs "
             "(the study's protocol), nor with the study's published numbers.", "",
         ]
+    else:
+        lines += [
+            "**Protocol: seen classes** (`split.classes: seen`, the study's) for every run below: the test images "
+            "are of the classes each model was trained on.", "",
+        ]
     lines += [
         "K-means accuracy with its 95% bootstrap interval over test images (and over training seeds when there are "
         "several) and its chance level (the same clustering matched to permuted labels: mean and 95th percentile, "

@@ -166,12 +166,13 @@ def test_the_report_refuses_to_mix_seen_and_unseen_runs(tmp_path):
         summarise(tmp_path, report_params())
 
 
-def test_a_seen_report_says_nothing_new(tmp_path):
+def test_a_seen_report_states_its_protocol_and_nothing_of_unseen(tmp_path):
     write_run(tmp_path, "pets", "classification", 0, [1, 0] * 4)
     write_run(tmp_path, "pets", "triplet", 0, [1, 1, 1, 0] * 2, pool="split")
     p = report_params()
     summary = summarise(tmp_path, p)
     text = report.markdown(summary, p)
-    assert "unseen" not in text and "protocol" not in json.dumps({m: e.to_json() for m, e in
-                                                                 summary["pets"].methods.items()})
+    assert "**Protocol: seen classes**" in text and "**Protocol: unseen classes**" not in text
+    assert "Unseen classes (" not in text and "protocol" not in json.dumps({m: e.to_json() for m, e in
+                                                                            summary["pets"].methods.items()})
     assert np.isclose(summary["pets"].methods["triplet"].views["raw"].mean["kmeans_acc"], 0.75)
