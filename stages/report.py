@@ -174,6 +174,27 @@ def _leak_sentence(method: str, leak: dict, n_test: int) -> str:
     return f"- **{method} is not clean**: " + "; ".join(parts) + "."
 
 
+SELECT_WORDS = {
+    "loss": "each method's own lowest validation loss",
+    "last": "the last epoch",
+    "val_kmeans": "the best K-means accuracy on the validation images' embeddings",
+    "val_map_at_r": "the best MAP@R on the validation images' embeddings",
+    "val_precision_at_1": "the best precision@1 on the validation images' embeddings",
+}
+
+
+def _select_sentence(entries: dict[str, MethodSummary], methods: list[str], label: dict[str, str]) -> str:
+    """Which rule (`train.select`) kept each run's epoch, methods with the same rule together."""
+    by_rule: dict[str | None, list[str]] = {}
+    for m in methods:
+        by_rule.setdefault(entries[m].select, []).append(label[m])
+    parts = [f"{', '.join(names)}: `{rule}` ({SELECT_WORDS.get(rule, rule)})" for rule, names in by_rule.items()
+             if rule is not None]
+    if None in by_rule:
+        parts.append(f"{', '.join(by_rule[None])}: no training")
+    return "Epoch kept (`train.select`): " + "; ".join(parts) + "."
+
+
 def _study_cell(entry: MethodSummary) -> str:
     p = entry.published
     return f"{_pct(p.kmeans_acc, 2)} {_ci(p.ci95)} ({p.correct:,}/{p.n_test:,})" if p else "-"
@@ -235,7 +256,7 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
             cells = " | ".join(_cell(raw, m) for m in METRICS)
             lines.append(f"| {label[method]} | {cells} | {_accuracy_cell(l2)} | {_leak_cell(e.leak)} | "
                          f"{_study_cell(e)} |")
-        lines.append("")
+        lines += ["", _select_sentence(entries, methods, label), ""]
         main = data.primary()
         if main is not None:
             lines += [f"**Primary question**: {label[main.method]} minus {label[main.than]}, K-means accuracy on "

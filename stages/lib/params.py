@@ -49,6 +49,7 @@ from stages.lib.validate import UnknownKey as _UnknownKey
 from stages.lib.validate import key_name as _key_name
 from stages.lib.validate import printable as _printable
 from stages.lib.validate import require as _require
+from stages.lib.validation import RULES as SELECT_RULES
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -173,6 +174,13 @@ class TrainParams:
         "N > 1: one run on N processes, one per GPU (gloo processes on the CPU), under torchrun and DDP, the same "
         "global batch ([scaling.md](scaling.md))",
         at_least(1, note="processes, one per GPU, for one run"),
+    )
+    select: str = setting(
+        "loss",
+        "the epoch kept: `loss` (each method's own validation loss, the study's; the later epoch on a tie), `last`, "
+        "or a validation embedding metric, the same for every method (`val_kmeans`: K-means accuracy, "
+        "`val_map_at_r`, `val_precision_at_1`: on the split's validation images, [methods.md](methods.md))",
+        choice(SELECT_RULES),
     )
 
     def check(self, where: str) -> None:

@@ -211,6 +211,7 @@ class MethodSummary:
     triplet_pool: str | None = None
     published: StudyNumber | None = None
     published_note: str | None = None  # why the study's number is not beside this run
+    select: str | None = None  # the rule that kept each run's epoch (`train.select`); None: no training
 
     @property
     def clean(self) -> bool:
@@ -225,6 +226,8 @@ class MethodSummary:
             out["published"] = self.published.to_json()
         if self.published_note is not None:
             out["published_note"] = self.published_note
+        if self.select is not None:
+            out["select"] = self.select
         return out
 
 
@@ -448,6 +451,13 @@ def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[
     return StudyNumber(rounded(paper.accuracy), paper.correct, paper.n_test, rounded(ci)), None
 
 
+def select_of(runs: list[Run]) -> str | None:
+    """The rule that kept the epoch of `runs` (one method's seeds), as their metrics record it: one
+    rule, or the rules joined with ` and ` where seeds differ; None where no run trained."""
+    rules = sorted({str(r.scores["select"]) for r in runs if r.scores.get("select") is not None})
+    return " and ".join(rules) or None
+
+
 def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
     """Per dataset of `params.datasets`: per method its statistics on each view, chance level, leaks
     and the study's number, then the comparisons (`pairs_of`): the primary one (`params.primary`)
@@ -477,7 +487,7 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
                 method=method, seeds=len(group), shots=params.shots, n_test=int(len(reference)),
                 views={view: view_stats(group, view, resamples, boot_seed, coverage) for view in VIEWS},
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
-                triplet_pool=pool, published=study, published_note=note,
+                triplet_pool=pool, published=study, published_note=note, select=select_of(group),
             )
         pairs, note = pairs_of(methods, base, primary)
         role = {(a, b, view): "primary" if note is None and (a, b, view) == (primary.better, primary.than,

@@ -367,3 +367,17 @@ def test_measured_coverage_is_printed_beside_the_intervals_under_090(tmp_path):
     assert "over 3 seeds (t, 2 df):" in line and "measured coverage" not in line
     # the table's interval over 3 seeds and images: the two-stage bootstrap's 0.89 at 3 seeds
     assert "(measured coverage 0.89 at 3 seeds)" in text
+
+
+def test_the_report_says_which_rule_kept_each_runs_epoch(tmp_path):
+    for method, rule in (("classification", "loss"), ("triplet", "val_kmeans")):
+        write_run(tmp_path, "pets", method, 0, [1, 0] * 4, scores={"select": rule})
+    write_run(tmp_path, "pets", "pretrained", 0, [1, 0] * 4)  # trains nothing: no rule
+    p = params(methods=["classification", "triplet", "pretrained"])
+    s = summary_of(tmp_path, p)
+    assert (s["pets"]["classification"]["select"], s["pets"]["triplet"]["select"]) == ("loss", "val_kmeans")
+    assert "select" not in s["pets"]["pretrained"]
+    text = report.markdown(summarise(tmp_path, p), p)
+    assert ("Epoch kept (`train.select`): classification: `loss` (each method's own lowest validation loss); "
+            "triplet: `val_kmeans` (the best K-means accuracy on the validation images' embeddings); "
+            "pretrained: no training.") in text
