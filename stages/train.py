@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>/seed<S>)")
     p.add_argument("--curve", type=Path, required=True, help="per-epoch loss CSV (plots/train/...)")
     p.add_argument(
+        "--tuned", type=Path, default=None,
+        help="the tune stage's values to train with (data/tuned/<dataset>/<method>.json); default: params.yaml's",
+    )
+    p.add_argument(
         "--resume-dir", type=Path, default=None,
         help="folder for the per-epoch resume checkpoint, kept between runs (data/cache/resume/...); "
         "default: no resuming",
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.methods import METHODS
 
     params = cli.params_of(args)
+    if args.tuned is not None:
+        params = with_tuned(params, args.method, args.tuned)
     method_cls = METHODS.get(args.method)
     if args.seed not in params.seeds:
         raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
@@ -78,6 +84,14 @@ def main(argv: list[str] | None = None) -> None:
             _train(args, params, method_cls, device)
         finally:
             launcher.finish()
+
+
+def with_tuned(params, method: str, tuned: Path):
+    """`params` with the tuned values of `method` (the tune stage's file) in place of the given ones."""
+    from stages.lib.tuning import apply_values, read_tuned
+
+    train, section = apply_values(params, method, read_tuned(tuned, params, method))
+    return dataclasses.replace(params, train=train, method={**params.method, method: section})
 
 
 def _train(args, params, method_cls, device: torch.device) -> None:

@@ -212,6 +212,7 @@ class MethodSummary:
     published: StudyNumber | None = None
     published_note: str | None = None  # why the study's number is not beside this run
     select: str | None = None  # the rule that kept each run's epoch (`train.select`); None: no training
+    tuned: dict | None = None  # the search that chose its values (`tune.trials` > 0): `tuning_summary`
 
     @property
     def clean(self) -> bool:
@@ -228,6 +229,8 @@ class MethodSummary:
             out["published_note"] = self.published_note
         if self.select is not None:
             out["select"] = self.select
+        if self.tuned is not None:
+            out["tuned"] = self.tuned
         return out
 
 
@@ -449,6 +452,24 @@ def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[
     ones[: paper.correct] = 1
     ci = accuracy_ci(ones, resamples=params.evaluate.bootstrap_resamples, seed=params.evaluate.bootstrap_seed)
     return StudyNumber(rounded(paper.accuracy), paper.correct, paper.n_test, rounded(ci)), None
+
+
+def tuning_summary(record: dict) -> dict | None:
+    """What the report shows of a tuned file (the tune stage's): the values trained with, the number of
+    trials, the metric, and the best and worst validation score of the finished trials; None when
+    nothing was searched (`tune.trials: 0`, or a method that does not train)."""
+    if not record.get("trials") or "best" not in record:
+        return None
+    return {k: record[k] for k in ("trials", "metric", "epochs", "values", "best", "worst")}
+
+
+def with_tuning(summary: dict[str, DatasetSummary], records: dict[tuple[str, str], dict]) -> dict[str, DatasetSummary]:
+    """`summary` with each method's `tuning_summary` of its tuned file (`records[dataset, method]`)."""
+    out = {}
+    for name, data in summary.items():
+        methods = {m: replace(s, tuned=tuning_summary(records.get((name, m), {}))) for m, s in data.methods.items()}
+        out[name] = replace(data, methods=methods)
+    return out
 
 
 def select_of(runs: list[Run]) -> str | None:
