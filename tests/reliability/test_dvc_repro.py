@@ -1,7 +1,6 @@
 """The whole pipeline through DVC, twice: same params and seed on the CPU give byte-identical
 outputs at every stage, so a second `dvc repro` runs nothing and `dvc repro -f` leaves `dvc.lock`
-unchanged; changing `tune.*` reruns only the tune stages; a second `dvc repro` started while one runs
-fails on DVC's lock, harming nothing; and
+unchanged; a second `dvc repro` started while one runs fails on DVC's lock, harming nothing; and
 a `dvc repro` killed mid-training continues from its last complete epoch to the same bytes.
 
 The tests share one repository and run in order (each changes params.yaml a little further).
@@ -64,19 +63,6 @@ def test_reruns_are_byte_identical_and_dvc_sees_nothing_to_do(repo):
     assert (repo / "dvc.lock").read_bytes() == lock  # ...and wrote the very same bytes
     assert "up to date" in dvc(repo, "status").stdout
     assert not (repo / "data/cache/resume").exists() or not any((repo / "data/cache/resume").rglob("*.pt"))
-
-
-def test_changing_tune_reruns_tuning_and_nothing_else(repo):
-    import json
-
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["tune"]["epochs"] = 3  # no search (trials: 0): the tuned files stay the given values
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = set(json.loads(dvc(repo, "status", "--json").stdout))
-    assert changed == {f"tune@synthetic-{m}" for m in params["methods"]}, changed
-    ran = dvc(repo, "repro").stdout
-    assert {line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")} == changed, ran
-    assert "up to date" in dvc(repo, "status").stdout
 
 
 def test_a_second_repro_while_one_runs_fails_on_the_lock_and_harms_nothing(repo):
