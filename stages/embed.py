@@ -2,8 +2,8 @@
 
 Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32, always computed in fp32),
 `labels`, `paths`, `rows` (of the decoded array), `classes`, and `run` (JSON: the training run's
-`leak` counts, `triplet_pool` and, under `split.classes: unseen`, `protocol` (its training and test
-classes), from its meta.json, for the evaluate stage to record).
+`leak` counts, `triplet_pool`, `select` rule and, under `split.classes: unseen`, `protocol` (its
+training and test classes), from its meta.json, for the evaluate stage to record).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from stages.lib import cli
 from stages.lib.errors import PipelineError, stage_main
 
 log = logging.getLogger("stages.embed")
+
+RUN_KEYS = ("leak", "triplet_pool", "select", "protocol")  # what the training run recorded that the metrics carry
 
 
 @stage_main
@@ -59,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         paths=table["path"].to_numpy(dtype=str),
         classes=np.array(meta["classes"], dtype=str),
         rows=table["row"].to_numpy(dtype=np.int64),
-        run=np.array(json.dumps({k: meta[k] for k in ("leak", "triplet_pool", "protocol") if k in meta},
-                                sort_keys=True)),
+        run=np.array(json.dumps({k: meta[k] for k in RUN_KEYS if k in meta}, sort_keys=True)),
     )
     log.info("%d test embeddings of dimension %d -> %s", *embeddings.shape, args.out)
 

@@ -3,8 +3,8 @@
 K-means accuracy (Hungarian-matched, each image scored against its own label) with its 95%
 bootstrap interval over test images, NMI, ARI, the spread over K-means initialisations,
 leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-normalised embeddings
-(`l2`), the run's `leak` counts and `triplet_pool` (from training) and, under `split.classes:
-unseen`, its `protocol` (training and test classes; absent: seen classes), written to
+(`l2`), the run's `leak` counts, `triplet_pool` and `select` (from training) and, under
+`split.classes: unseen`, its `protocol` (training and test classes; absent: seen classes), written to
 `metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`. On the
 device of `train.device` (a GPU: the neighbour search and K-means there; the CPU when the GPU is
 short of memory, saying so).
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics["triplet_pool"] = pool
     if protocol is not None:  # absent: seen classes (the study's protocol)
         metrics["protocol"] = {k: protocol[k] for k in ("classes", "halves", "seed", "train_classes", "test_classes")}
+    if run.get("select") is not None:  # the rule that kept the epoch (a method that trains)
+        metrics["select"] = run["select"]
     table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": true_labels, "study_label": labels,
                           **per_image})
     for column in ("correct", "correct_l2"):

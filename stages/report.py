@@ -41,6 +41,7 @@ from stages.lib.summary import (
     summarise_runs,
     summary_json,
     verdict,
+    with_tuning,
 )
 from stages.lib.tables import read_csv, read_json
 
@@ -99,6 +100,21 @@ def read_curves(curve_dir: Path, dataset: str, methods: list[str], seeds: list[i
     return tables
 
 
+def read_tuned(folder: Path, datasets: list[str], methods: list[str]) -> dict[tuple[str, str], dict]:
+    """The tune stage's file of every dataset x method (`data/tuned/<dataset>/<method>.json`)."""
+    records = {}
+    for dataset in datasets:
+        for method in methods:
+            path = folder / dataset / f"{method}.json"
+            try:
+                records[dataset, method] = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise PipelineError(f"{path} not found; run the tune stage first (dvc repro)") from None
+            except json.JSONDecodeError as exc:
+                raise PipelineError(f"{path} is corrupt ({exc}); re-run the tune stage") from None
+    return records
+
+
 def umap_pictures(umaps: Path, datasets: list[str], methods: list[str], seed: int) -> list[list[Path]]:
     """The UMAP picture of each dataset (rows) and method (columns) for one seed."""
     grid = [[umaps / f"{dataset}_{method}_seed{seed}.png" for method in methods] for dataset in datasets]
@@ -154,6 +170,40 @@ def _leak_sentence(method: str, leak: dict, n_test: int) -> str:
         parts.append(f"{leak['groups_across']:,} source groups (e.g. patches of one raw image) had a test image and "
                      "another image it trained on")
     return f"- **{method} is not clean**: " + "; ".join(parts) + "."
+
+
+SELECT_WORDS = {
+    "loss": "each method's own lowest validation loss",
+    "last": "the last epoch",
+    "val_kmeans": "the best K-means accuracy on the validation images' embeddings",
+    "val_map_at_r": "the best MAP@R on the validation images' embeddings",
+    "val_precision_at_1": "the best precision@1 on the validation images' embeddings",
+}
+
+
+def _select_sentence(entries: dict[str, MethodSummary], methods: list[str], label: dict[str, str]) -> str:
+    """Which rule (`train.select`) kept each run's epoch, methods with the same rule together."""
+    by_rule: dict[str | None, list[str]] = {}
+    for m in methods:
+        by_rule.setdefault(entries[m].select, []).append(label[m])
+    parts = [f"{', '.join(names)}: `{rule}` ({SELECT_WORDS.get(rule, rule)})" for rule, names in by_rule.items()
+             if rule is not None]
+    if None in by_rule:
+        parts.append(f"{', '.join(by_rule[None])}: no training")
+    return "Epoch kept (`train.select`): " + "; ".join(parts) + "."
+
+
+def _tuning_sentence(entries: dict[str, MethodSummary], methods: list[str], label: dict[str, str]) -> str | None:
+    """The values each tuned method trained with, and its search's best and worst validation score."""
+    tuned = [(m, entries[m].tuned) for m in methods if entries[m].tuned is not None]
+    if not tuned:
+        return None
+    t = tuned[0][1]
+    parts = [f"{label[m]}: " + ", ".join(f"`{k}` {v:.3g}" for k, v in rec["values"].items())
+             + f" (validation {rec['metric']} of its finished trials: best {rec['best']:.3f}, worst {rec['worst']:.3f})"
+             for m, rec in tuned]
+    return (f"Tuned (`tune`: {t['trials']} trials of {t['epochs']} epochs per method, each scored on the validation "
+            "images; the values trained with): " + "; ".join(parts) + ".")
 
 
 def _study_cell(entry: MethodSummary) -> str:
@@ -255,7 +305,10 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
             cells = " | ".join(_cell(raw, m) for m in METRICS)
             lines.append(f"| {label[method]} | {cells} | {_accuracy_cell(l2)} | {_leak_cell(e.leak)} | "
                          f"{_study_cell(e)} |")
-        lines.append("")
+        lines += ["", _select_sentence(entries, methods, label), ""]
+        tuned = _tuning_sentence(entries, methods, label)
+        if tuned:
+            lines += [tuned, ""]
         main = data.primary()
         if main is not None:
             lines += [f"**Primary question**: {label[main.method]} minus {label[main.than]}, K-means accuracy on "
@@ -287,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="folder of per-run per-image results (data/predictions/)")
     p.add_argument("--curves", type=Path, required=True, help="folder of per-run loss curves (plots/train)")
     p.add_argument("--umaps", type=Path, required=True, help="folder of per-run UMAP pictures (plots/umap)")
+    p.add_argument("--tuned", type=Path, default=None,
+                   help="folder of the tune stage's files (data/tuned); default: no tuning shown")
     p.add_argument("--out", type=Path, required=True, help="folder for summary.json and summary.md (report/)")
     p.add_argument("--plots", type=Path, required=True, help="folder for the report's pictures (plots/report)")
     args = p.parse_args(argv)
@@ -296,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
 
     runs = read_runs(args.metrics, args.predictions, params.datasets, params.methods, params.seeds)
     summary = summarise_runs(runs, params, read_coverage())
+    if args.tuned is not None:
+        summary = with_tuning(summary, read_tuned(args.tuned, params.datasets, params.methods))
     figures = {
         "summary.png": accuracy_chart(summary, params.methods, len(params.seeds), params.shots,
                                       params.model.pretrained),

@@ -1,8 +1,10 @@
 """train@D-M-S: fine-tune the backbone with method M and training seed S on dataset D's training split.
 
-Selects the epoch with the lowest validation loss and writes it to `models/D/M/seedS/`
-(`model.safetensors`, `meta.json`, with the run's leak counts); per-epoch losses (and the selected
-epoch) go to a CSV that the report draws. With `train.processes: N > 1` the stage runs itself as
+Keeps the epoch `train.select` chooses (the lowest validation loss by default; or the last; or the
+best validation embedding metric, scored on the split's validation images the same way for every
+method) and writes it to `models/D/M/seedS/` (`model.safetensors`, `meta.json`, with the run's leak
+counts and its selection rule); per-epoch losses (and the selected epoch) go to a CSV that the
+report draws. With `train.processes: N > 1` the stage runs itself as
 N processes under torchrun (DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
 """
 
@@ -40,6 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder (models/<dataset>/<method>/seed<S>)")
     p.add_argument("--curve", type=Path, required=True, help="per-epoch loss CSV (plots/train/...)")
     p.add_argument(
+        "--tuned", type=Path, default=None,
+        help="the tune stage's values to train with (data/tuned/<dataset>/<method>.json); default: params.yaml's",
+    )
+    p.add_argument(
         "--resume-dir", type=Path, default=None,
         help="folder for the per-epoch resume checkpoint, kept between runs (data/cache/resume/...); "
         "default: no resuming",
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     from stages.lib.methods import METHODS
 
     params = cli.params_of(args)
+    if args.tuned is not None:
+        params = with_tuned(params, args.method, args.tuned)
     method_cls = METHODS.get(args.method)
     if args.seed not in params.seeds:
         raise PipelineError(f"--seed {args.seed} is not in params.yaml seeds {params.seeds}; run dvc repro")
@@ -76,6 +84,14 @@ def main(argv: list[str] | None = None) -> None:
             _train(args, params, method_cls, device)
         finally:
             launcher.finish()
+
+
+def with_tuned(params, method: str, tuned: Path):
+    """`params` with the tuned values of `method` (the tune stage's file) in place of the given ones."""
+    from stages.lib.tuning import apply_values, read_tuned
+
+    train, section = apply_values(params, method, read_tuned(tuned, params, method))
+    return dataclasses.replace(params, train=train, method={**params.method, method: section})
 
 
 def _train(args, params, method_cls, device: torch.device) -> None:
@@ -122,6 +138,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
         return
     method = training(args.method)(method.params, method.n_classes, method.embed_dim)  # with its head and loss
     data, meta["leak"] = training_data(method, args.splits, args.decoded, params.model.image_size)
+    meta["select"] = params.train.select
     log.info(
         "%s on %s: %d train / %d val images, %d classes, device %s%s",
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), n_classes, device,
@@ -133,6 +150,7 @@ def _train(args, params, method_cls, device: torch.device) -> None:
         context={
             "dataset": args.dataset, "model": dataclasses.asdict(params.model), "splits": folder_digest(args.splits),
         },
+        scorer=validation_scorer(params, args.splits, args.decoded, device),
     )
     if not distributed.is_main():
         return  # rank 0 writes the checkpoint
@@ -141,9 +159,28 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     if head is not None and result.head_state is not None:
         head.load_state_dict(result.head_state)
     meta.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, epochs=params.train.epochs)
+    if result.best_score is not None:
+        meta["best_val_score"] = result.best_score
     save_checkpoint(args.out, backbone, head, meta)
     clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
-    log.info("best epoch %d (val loss %.4f) -> %s", result.best_epoch, result.best_val_loss, args.out)
+    score = f", {params.train.select} {result.best_score:.4f}" if result.best_score is not None else ""
+    log.info("kept epoch %d by %s (val loss %.4f%s) -> %s", result.best_epoch, params.train.select,
+             result.best_val_loss, score, args.out)
+
+
+def validation_scorer(params, splits: Path, decoded: Path, device: torch.device, metric: str | None = None):
+    """The `stages.lib.validation.Scorer` of `metric` (default: `train.select` when it names one, else
+    None) on the split's validation images (`val.csv`: the same images for every method, never a
+    method's own lists or pool, and never the test images)."""
+    from stages.lib.splitdata import read_table, split_pixels
+    from stages.lib.validation import METRICS, Scorer
+
+    metric = metric or (params.train.select if params.train.select in METRICS else None)
+    if metric is None:
+        return None
+    table = read_table(splits, "val")
+    return Scorer(metric, split_pixels(decoded, table, params.model.image_size), table["label"].to_numpy(), device,
+                  batch_size=params.embed.batch_size, precision=params.train.precision)
 
 
 def training_data(
@@ -196,24 +233,29 @@ def decoded_splits(
     decoded: Path, tables: dict[str, pd.DataFrame], pool: pd.DataFrame | None, size: int
 ) -> dict[str, SplitData]:
     """The decoded training and validation data. Without a pool, each table's own pixels (rows in
-    table order, `images` their manifest rows); with one, the pool's pixels once, shared, and each
-    table's images as `anchors` into it."""
+    table order, `images` their manifest rows); with one, the training data is the pool's pixels and
+    the `train` table's images as `anchors` into it, and the validation data is still the `val`
+    table's own: its triplets are drawn from the validation images only, never from the pool's test
+    images, under any `triplet.pool`."""
     import numpy as np
 
     from stages.lib.splitdata import split_pixels
     from stages.lib.trainer import SplitData
 
+    def own(table: pd.DataFrame) -> SplitData:
+        return SplitData(split_pixels(decoded, table, size), table["label"].to_numpy(), _negatives(table),
+                         images=table["row"].to_numpy())
+
     if pool is None:
-        return {
-            name: SplitData(split_pixels(decoded, table, size), table["label"].to_numpy(), _negatives(table),
-                            images=table["row"].to_numpy())
-            for name, table in tables.items()
-        }
+        return {name: own(table) for name, table in tables.items()}
     if not np.array_equal(pool["row"].to_numpy(), np.arange(len(pool))):
         raise PipelineError("pool.csv does not list the download in manifest order; re-run the split stage")
     pixels, labels = split_pixels(decoded, pool, size), pool["label"].to_numpy()
     data = {}
     for name, table in tables.items():
+        if name != "train":
+            data[name] = own(table)
+            continue
         anchors = table["row"].to_numpy()
         if not np.array_equal(labels[anchors], table["label"].to_numpy()):
             raise PipelineError(f"{name} and pool.csv disagree on labels; re-run the split stage")

@@ -49,6 +49,8 @@ from stages.lib.validate import UnknownKey as _UnknownKey
 from stages.lib.validate import key_name as _key_name
 from stages.lib.validate import printable as _printable
 from stages.lib.validate import require as _require
+from stages.lib.validation import METRICS as SELECT_METRICS
+from stages.lib.validation import RULES as SELECT_RULES
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -181,6 +183,42 @@ class TrainParams:
         "N > 1: one run on N processes, one per GPU (gloo processes on the CPU), under torchrun and DDP, the same "
         "global batch ([scaling.md](scaling.md))",
         at_least(1, note="processes, one per GPU, for one run"),
+    )
+    select: str = setting(
+        "loss",
+        "the epoch kept: `loss` (each method's own validation loss, the study's; the later epoch on a tie), `last`, "
+        "or a validation embedding metric, the same for every method (`val_kmeans`: K-means accuracy, "
+        "`val_map_at_r`, `val_precision_at_1`: on the split's validation images, [methods.md](methods.md))",
+        choice(SELECT_RULES),
+    )
+
+    def check(self, where: str) -> None:
+        check_settings(self, where)
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """The same hyper-parameter search for every dataset x method (the `tune` stage, Optuna)."""
+
+    trials: int = setting(
+        0,
+        "trials of the search per dataset x method (each trains on the training split, scored on the validation "
+        "split); 0: no search, train with the values given here (the study's). Costs N x `epochs` / `train.epochs` "
+        "training runs per dataset x method ([methods.md](methods.md))",
+        at_least(0, note="0 = no search"),
+    )
+    epochs: int = setting(
+        10, "each trial's training epochs, the same for every method (the schedule shrunk to fit)", POSITIVE,
+    )
+    metric: str = setting(
+        "val_kmeans",
+        "what a trial is scored by: its best epoch's validation embedding metric (as `train.select`)",
+        choice(SELECT_METRICS),
+    )
+    seed: int = setting(0, "the sampler's seed (Optuna TPE) and each trial's training seed", SEED)
+    prune: bool = setting(
+        True, "stop a trial early when its score after an epoch is below the median of earlier trials' "
+        "(Optuna's MedianPruner, from the 3rd trial and the 2nd epoch)",
     )
 
     def check(self, where: str) -> None:
@@ -353,6 +391,7 @@ class Params:
     split: SplitParams
     model: ModelParams
     train: TrainParams
+    tune: TuneParams
     method: dict[str, Any]  # method name -> that method's dataclass (top-level sections)
     embed: EmbedParams
     evaluate: EvaluateParams
@@ -379,6 +418,7 @@ FIXED_TOP = {
     "split": SplitParams,
     "model": ModelParams,
     "train": TrainParams,
+    "tune": TuneParams,
     "embed": EmbedParams,
     "evaluate": EvaluateParams,
     "umap": UmapParams,

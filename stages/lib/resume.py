@@ -42,12 +42,14 @@ RESUME_FORMAT = 1  # bump when the resume checkpoint's layout changes; older one
 
 @dataclass
 class FitResult:
-    """The selected weights (the epoch with the lowest validation loss) and the per-epoch history."""
+    """The selected weights (the epoch `train.select` keeps), that epoch's validation loss and score
+    (None: no validation metric was computed) and the per-epoch history."""
 
     backbone_state: dict
     head_state: dict | None
     best_epoch: int
     best_val_loss: float
+    best_score: float | None = None
     history: list[dict] = field(default_factory=list)
 
 
@@ -155,6 +157,7 @@ def snapshot(progress: Progress, epoch: int, fingerprint: str | None) -> dict:
         "best": {
             "epoch": best.best_epoch,
             "val_loss": best.best_val_loss,
+            "score": best.best_score,
             "backbone": None if same else best.backbone_state,
             "head": None if same else best.head_state,
         },
@@ -186,7 +189,9 @@ def restore(progress: Progress, state: dict, path: Path | str) -> int:
             head_state = cpu_copy(model.head.state_dict()) if model.head is not None else None
         else:
             backbone_state, head_state = b["backbone"], b["head"]
-        progress.best = FitResult(backbone_state, head_state, int(b["epoch"]), float(b["val_loss"]))
+        score = b.get("score")
+        progress.best = FitResult(backbone_state, head_state, int(b["epoch"]), float(b["val_loss"]),
+                                  None if score is None else float(score))
         return int(state["epoch"]) + 1
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -229,6 +229,8 @@ class MethodSummary:
     paper: Published | None = None  # the study's number for this dataset, method and shots, comparable or not
     mislabelled: int | None = None  # scored the study's way (evaluate.labels: study): its test labels that differ
     protocol: dict | None = None  # split.classes: unseen: its training and test classes; None: seen
+    select: str | None = None  # the rule that kept each run's epoch (`train.select`); None: no training
+    tuned: dict | None = None  # the search that chose its values (`tune.trials` > 0): `tuning_summary`
 
     @property
     def clean(self) -> bool:
@@ -247,6 +249,10 @@ class MethodSummary:
             out.update(labels="study", mislabelled=self.mislabelled)
         if self.protocol is not None:
             out["protocol"] = self.protocol
+        if self.select is not None:
+            out["select"] = self.select
+        if self.tuned is not None:
+            out["tuned"] = self.tuned
         return out
 
 
@@ -506,6 +512,31 @@ def _study_number(dataset: str, method: str, pool: str | None, params,
                        paper.mislabelled.to_json()), None
 
 
+def tuning_summary(record: dict) -> dict | None:
+    """What the report shows of a tuned file (the tune stage's): the values trained with, the number of
+    trials, the metric, and the best and worst validation score of the finished trials; None when
+    nothing was searched (`tune.trials: 0`, or a method that does not train)."""
+    if not record.get("trials") or "best" not in record:
+        return None
+    return {k: record[k] for k in ("trials", "metric", "epochs", "values", "best", "worst")}
+
+
+def with_tuning(summary: dict[str, DatasetSummary], records: dict[tuple[str, str], dict]) -> dict[str, DatasetSummary]:
+    """`summary` with each method's `tuning_summary` of its tuned file (`records[dataset, method]`)."""
+    out = {}
+    for name, data in summary.items():
+        methods = {m: replace(s, tuned=tuning_summary(records.get((name, m), {}))) for m, s in data.methods.items()}
+        out[name] = replace(data, methods=methods)
+    return out
+
+
+def select_of(runs: list[Run]) -> str | None:
+    """The rule that kept the epoch of `runs` (one method's seeds), as their metrics record it: one
+    rule, or the rules joined with ` and ` where seeds differ; None where no run trained."""
+    rules = sorted({str(r.scores["select"]) for r in runs if r.scores.get("select") is not None})
+    return " and ".join(rules) or None
+
+
 def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
     """Per dataset of `params.datasets`: per method its statistics on each view, chance level, leaks
     and the study's number, then the comparisons (`pairs_of`): the primary one (`params.primary`)
@@ -538,7 +569,7 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
                 method=method, seeds=len(group), shots=params.shots, n_test=int(len(reference)),
                 views={view: view_stats(group, view, resamples, boot_seed, coverage) for view in VIEWS},
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
-                triplet_pool=pool, published=study, published_note=note,
+                triplet_pool=pool, published=study, published_note=note, select=select_of(group),
                 paper=published(dataset, method, params.shots), mislabelled=mislabelled, protocol=group[0].protocol,
             )
         pairs, note = pairs_of(methods, base, primary)

@@ -1,5 +1,6 @@
 """The training loop shared by every method: batches from the decoded cache, one forward each,
-per-epoch validation, selection of the epoch with the lowest validation loss, and a resume
+per-epoch validation, selection of the epoch kept (`train.select`: the lowest validation loss, the
+last epoch, or the best validation embedding metric, `stages.lib.validation`), and a resume
 checkpoint (`stages.lib.resume`) after every epoch so a killed run continues where it stopped."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import csv
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RESUME_FILE", "FitResult", "Model", "SplitData", "fit", "write_curve"]
 
 CURVE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "best"]  # best: 1 on the selected epoch
+SCORE_COLUMN = "val_score"  # after `lr` when the epoch is selected by a validation metric (`train.select`)
 VAL_STREAM = 1_000_003  # the validation batches use one fixed random stream for every epoch
 
 
@@ -71,14 +74,17 @@ class Model(nn.Module):
 
 @distributed.main_only
 def write_curve(path: Path, history: list[dict], best_epoch: int | None = None) -> None:
-    """The per-epoch losses as CSV, rewritten atomically after every epoch; `best` marks the epoch
-    selected so far (the lowest validation loss), so a picture of the curve can mark it."""
+    """The per-epoch losses (and the validation score, where `train.select` names a metric) as CSV,
+    rewritten atomically after every epoch; `best` marks the epoch selected so far, so a picture of
+    the curve can mark it."""
+    columns = CURVE_COLUMNS if not any(SCORE_COLUMN in row for row in history) else [*CURVE_COLUMNS[:4], SCORE_COLUMN,
+                                                                                    "best"]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in history:
         row = {**row, "best": int(row["epoch"] == best_epoch)}
-        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in CURVE_COLUMNS})
+        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
     write_text(path, buffer.getvalue())
 
 
@@ -184,6 +190,7 @@ class _Loop:
     curve_path: Path | None = None
     resume_dir: Path | None = None
     fingerprint: str | None = None
+    scorer: Callable[[nn.Module], float] | None = None  # the validation metric of `train.select`
     last_save: float = field(default_factory=time.monotonic)
 
     def epoch(self, epoch: int) -> dict:
@@ -198,19 +205,22 @@ class _Loop:
         progress.scheduler.step()
         model.eval()
         val_loss = _run_batches(self.step, self.val, self.val_batches, epoch=epoch, optimizer=None)
-        return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+        if self.scorer is not None:  # rank 0 embeds the validation images; every rank keeps its score
+            scorer, backbone = self.scorer, model.backbone
+            row[SCORE_COLUMN] = float(distributed.from_main(lambda: scorer(backbone)))
+        return row
 
     def select(self, row: dict) -> None:
-        """Keep this epoch's weights if its validation loss is the lowest so far. On equal losses the
-        later epoch wins, as the study's `<=` (fixed validation triplets can reach a loss of exactly 0
-        on several epochs)."""
+        """Keep this epoch's weights if `train.select` prefers it to the best so far (`better`)."""
         best, model = self.progress.best, self.step.model
-        if best is None or row["val_loss"] <= best.best_val_loss:
+        if best is None or better(self.params.select, row, best):
             self.progress.best = FitResult(
                 backbone_state=copy.deepcopy(model.backbone.state_dict()),
                 head_state=copy.deepcopy(model.head.state_dict()) if model.head is not None else None,
                 best_epoch=row["epoch"],
                 best_val_loss=row["val_loss"],
+                best_score=row.get(SCORE_COLUMN),
             )
 
     def checkpoint(self, epoch: int) -> dict | None:
@@ -232,6 +242,19 @@ class _Loop:
                         self.progress.best.best_epoch if self.progress.best else None)
 
 
+def better(select: str, row: dict, best: FitResult) -> bool:
+    """Whether the epoch of `row` replaces `best` under the rule `select` (`train.select`): `loss`,
+    a validation loss at most the best one (on equal losses the later epoch wins, as the study's `<=`:
+    fixed validation triplets can reach a loss of exactly 0 on several epochs); `last`, always; a
+    validation metric (`row["val_score"]`), a score at least the best one (the later epoch on a tie)."""
+    if select == "loss":
+        return row["val_loss"] <= best.best_val_loss
+    if select == "last":
+        return True
+    assert best.best_score is not None, "a metric rule keeps each epoch's score"
+    return row[SCORE_COLUMN] >= best.best_score
+
+
 def fit(
     method: Training,
     backbone: nn.Module,
@@ -244,8 +267,14 @@ def fit(
     curve_path: Path | None = None,
     resume_dir: Path | None = None,
     context: dict | None = None,
+    scorer: Callable[[nn.Module], float] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
-    """Train `backbone` (and the method's head) for `params.epochs`; keep the lowest-val-loss epoch.
+    """Train `backbone` (and the method's head) for `params.epochs`; keep the epoch `params.select`
+    chooses (`better`). `scorer` gives a backbone's validation score (`stages.lib.validation.Scorer`,
+    needed when `params.select` names a metric; then each epoch's row has it as `val_score`);
+    `on_epoch` is called with each finished epoch's row (e.g. to report it to a tuner, which may stop
+    the run by raising).
 
     With `resume_dir`, a checkpoint of the whole loop (weights, optimiser, scheduler, RNG states,
     history, best epoch) is written there atomically after every epoch, and a matching one found
@@ -253,6 +282,8 @@ def fit(
     adds the caller's settings (e.g. the model section) to the checkpoint's fingerprint. The
     caller deletes the checkpoint (`stages.lib.resume.clear_resume`) once it has saved the result.
     """
+    if params.select not in ("loss", "last") and scorer is None:
+        raise ValueError(f"train.select {params.select} needs a scorer of the validation images")
     torch.manual_seed(seed)
     model = Model(backbone, method.head())
     fingerprint = None
@@ -268,10 +299,11 @@ def fit(
         step, train, val, method.split_batches(val, np.random.default_rng([seed, VAL_STREAM])), params, seed,
         Progress(model, optimizer, build_scheduler(optimizer, params)),
         curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint,
+        scorer=scorer if params.select not in ("loss", "last") else None,
     )
     start = _resume(loop)
     with logging_redirect_tqdm():
-        _epochs(loop, start)
+        _epochs(loop, start, on_epoch)
     assert loop.progress.best is not None
     loop.progress.best.history = loop.progress.history
     return loop.progress.best
@@ -292,7 +324,7 @@ def _resume(loop: _Loop) -> int:
     return start
 
 
-def _epochs(loop: _Loop, start: int) -> None:
+def _epochs(loop: _Loop, start: int, on_epoch: Callable[[dict], None] | None = None) -> None:
     """Train epochs `start`..`params.epochs`. On Ctrl-C, SIGTERM or a failed epoch (or a lost peer
     process), the resume checkpoint of the last finished epoch is written at once (it is kept in
     memory, as CPU copies, whenever `train.resume_every_s` has not yet sent it to disk) and the
@@ -314,6 +346,8 @@ def _epochs(loop: _Loop, start: int) -> None:
                 saved = epoch if unsaved is None else saved
                 stopping.keep(unsaved, lambda kept: _save_resume(loop.resume_dir, kept))  # written on a signal
             loop.curve()
+            if on_epoch is not None:
+                on_epoch(row)
     except (KeyboardInterrupt, Exception) as exc:  # also a lost peer process: keep what is finished
         if unsaved is not None:  # written here, unless a signal's thread already did
             stopping.kept_now(unsaved, lambda kept: _save_resume(loop.resume_dir, kept))
@@ -326,7 +360,8 @@ def _epochs(loop: _Loop, start: int) -> None:
 
 def _show(bar: Any, row: dict) -> None:
     """An epoch's losses on the progress bar, or as a log line where there is no bar."""
-    bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
+    score = {"score": f"{row[SCORE_COLUMN]:.4f}"} if SCORE_COLUMN in row else {}
+    bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}", **score)
     if bar.disable:
-        log.info("epoch %d: train loss %.4f, val loss %.4f, lr %.3g", row["epoch"], row["train_loss"],
-                 row["val_loss"], row["lr"])
+        log.info("epoch %d: train loss %.4f, val loss %.4f, lr %.3g%s", row["epoch"], row["train_loss"],
+                 row["val_loss"], row["lr"], f", val score {row[SCORE_COLUMN]:.4f}" if score else "")

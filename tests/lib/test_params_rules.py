@@ -31,9 +31,9 @@ SEED_RANGE = f"an integer in [0, {MAX}]"
 DELETE = object()
 OWN = "{folder: PATH} or {csv: FILE, root: FOLDER}"  # the two shapes of a dataset of your own
 TOP_KEYS = sorted(["datasets", "embed", "evaluate", "methods", "model", "pictures", "primary", "seed", "seeds", "shots",
-                   "sources", "split", "train", "umap", *METHODS.names()])
+                   "sources", "split", "train", "tune", "umap", *METHODS.names()])
 TRAIN_KEYS = ("device, epochs, optimizer, lr, betas, weight_decay, warmup_epochs, warmup_start_factor, "
-              "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s, processes")
+              "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s, processes, select")
 
 
 def edited(*edits: tuple[str, Any], base: dict | None = None) -> dict:
@@ -159,6 +159,13 @@ RULES = [
          ("train.processes", 0)),
     case("train.precision must be one of: auto, bf16, fp32, got 'fp16'", ("train.precision", "fp16")),
     case("train.optimizer must be one of: adam, adamw, got 'sgd'", ("train.optimizer", "sgd")),
+    case("train.select must be one of: loss, last, val_kmeans, val_map_at_r, val_precision_at_1, got 'kmeans'",
+         ("train.select", "kmeans")),
+    case("tune.trials must be an integer >= 0 (0 = no search), got -1", ("tune.trials", -1)),
+    case("tune.epochs must be an integer >= 1, got 0", ("tune.epochs", 0)),
+    case("tune.metric must be one of: val_kmeans, val_map_at_r, val_precision_at_1, got 'loss'",
+         ("tune.metric", "loss")),
+    case(f"tune.seed must be an integer in [0, {MAX}], got -1", ("tune.seed", -1)),
     case("train.epochs must be an integer >= 1, got 0", ("train.epochs", 0)),
     case("train.lr must be a number > 0, got 0.0", ("train.lr", 0)),
     case("train.betas must be two numbers in [0, 1), got [0.9]", ("train.betas", [0.9])),
@@ -247,7 +254,8 @@ ACCEPTED = [
     (("train.weight_decay", 0),), (("train.warmup_epochs", 0),), (("train.warmup_start_factor", 1),),
     (("train.cosine_t_max", 1),), (("train.eta_min", 0),), (("train.eta_min", 0.001),), (("train.hflip", 0),),
     (("train.hflip", 1),), (("train.resume_every_s", 0),), (("train.processes", 1),), (("train.device", "cuda:0"),),
-    (("embed.batch_size", 1),),
+    (("embed.batch_size", 1),), (("train.select", "last"),), (("train.select", "val_precision_at_1"),),
+    (("tune.trials", 0), ("tune.epochs", 1), ("tune.seed", MAX)), (("tune.metric", "val_map_at_r"),),
     (("evaluate.kmeans_n_init", 1),), (("evaluate.kmeans_seed", MAX), ("evaluate.kmeans_repeats", 1)),
     (("evaluate.kmeans_seed", MAX - 1), ("evaluate.kmeans_repeats", 2)), (("evaluate.knn_k", 1),),
     (("evaluate.bootstrap_resamples", 1000), ("evaluate.bootstrap_seed", MAX)), (("triplet.pool", "study"),),

@@ -101,9 +101,10 @@ def check_what_reached_fit(
     """For every method that trains: the images it trains and validates on (its anchors, where a
     split names them) are the rows its tables name, in order, each the manifest row of the table's
     path, with the table's label, which is the class of that path, and the table's negative class
-    where it has one; every image it was given is one of its split's own (`pool: split`), or the
-    whole download in manifest order (`pool: study`); no image of `test.csv` is among them (among
-    the anchors, with the study's pool); and the run's `meta.json` reports `leaks[method]`."""
+    where it has one; every image it was given is one of its split's own (`pool: split`; always for
+    validation), or, to train on, the whole download in manifest order (`pool: study`); no image of
+    `test.csv` is among them (among the anchors, with the study's pool); and the run's `meta.json`
+    reports `leaks[method]`."""
     splits = d / "splits" / dataset
     manifest = pd.read_csv(d / "raw" / dataset / "manifest.csv")
     classes = json.loads((splits / "classes.json").read_text())
@@ -140,7 +141,8 @@ def check_what_reached_fit(
                                               err_msg=f"{where}: negative classes")
             else:
                 assert data.negative_labels is None, where
-            if study_pool:  # every downloaded image once, in manifest order; the anchors are the listed ones
+            if study_pool and part == "train":  # every downloaded image once, in manifest order; the anchors
+                # are the listed ones (validation never draws from the pool: checked as `pool: split` below)
                 np.testing.assert_array_equal(rows, np.arange(len(manifest)), err_msg=f"{where}: the study's pool")
                 assert not set(named.tolist()) & test_rows, f"{where}: a test image among the anchors"
                 continue
@@ -246,8 +248,8 @@ def test_a_pool_out_of_manifest_order_is_refused(tmp_path):
 
 def test_a_pool_that_disagrees_on_labels_is_refused(tmp_path):
     splits = small_split(tmp_path)
-    val = pd.read_csv(splits / "val.csv")
-    val.assign(label=1 - val["label"]).to_csv(splits / "val.csv", index=False)
+    table = pd.read_csv(splits / "train.csv")
+    table.assign(label=1 - table["label"]).to_csv(splits / "train.csv", index=False)
     with pytest.raises(PipelineError) as error:
         train.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
-    assert str(error.value) == "val and pool.csv disagree on labels; re-run the split stage"
+    assert str(error.value) == "train and pool.csv disagree on labels; re-run the split stage"

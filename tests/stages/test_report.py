@@ -432,3 +432,42 @@ def test_measured_coverage_is_printed_beside_the_intervals_under_090(tmp_path):
     assert "over 3 seeds (t, 2 df):" in line and "measured coverage" not in line
     # the table's interval over 3 seeds and images: the two-stage bootstrap's 0.89 at 3 seeds
     assert "(measured coverage 0.89 at 3 seeds)" in text
+
+
+def test_the_report_says_which_rule_kept_each_runs_epoch(tmp_path):
+    for method, rule in (("classification", "loss"), ("triplet", "val_kmeans")):
+        write_run(tmp_path, "pets", method, 0, [1, 0] * 4, scores={"select": rule})
+    write_run(tmp_path, "pets", "pretrained", 0, [1, 0] * 4)  # trains nothing: no rule
+    p = params(methods=["classification", "triplet", "pretrained"])
+    s = summary_of(tmp_path, p)
+    assert (s["pets"]["classification"]["select"], s["pets"]["triplet"]["select"]) == ("loss", "val_kmeans")
+    assert "select" not in s["pets"]["pretrained"]
+    text = report.markdown(summarise(tmp_path, p), p)
+    assert ("Epoch kept (`train.select`): classification: `loss` (each method's own lowest validation loss); "
+            "triplet: `val_kmeans` (the best K-means accuracy on the validation images' embeddings); "
+            "pretrained: no training.") in text
+
+
+def test_the_report_shows_the_tuned_values_and_the_searchs_best_and_worst_scores(tmp_path):
+    for method in ("classification", "triplet"):
+        write_run(tmp_path, "pets", method, 0, [1, 0] * 4, scores={"select": "loss"})
+    p = params()
+    records = {
+        ("pets", "classification"): {"method": "classification", "trials": 0,
+                                     "values": {"train.lr": 5e-5, "train.weight_decay": 1e-6}},
+        ("pets", "triplet"): {"method": "triplet", "trials": 8, "metric": "val_kmeans", "epochs": 10, "best": 0.875,
+                              "worst": 0.5, "values": {"train.lr": 1.234e-4, "train.weight_decay": 2e-7,
+                                                       "triplet.margin": 0.4}, "search": []},
+    }
+    from stages.lib.summary import with_tuning
+
+    whole = with_tuning(summarise(tmp_path, p), records)
+    s = summary_json(whole)
+    assert "tuned" not in s["pets"]["classification"]  # no search: nothing to show
+    assert s["pets"]["triplet"]["tuned"] == {"trials": 8, "metric": "val_kmeans", "epochs": 10, "best": 0.875,
+                                             "worst": 0.5, "values": records["pets", "triplet"]["values"]}
+    text = report.markdown(whole, p)
+    assert ("Tuned (`tune`: 8 trials of 10 epochs per method, each scored on the validation images; the values "
+            "trained with): triplet: `train.lr` 0.000123, `train.weight_decay` 2e-07, `triplet.margin` 0.4 "
+            "(validation val_kmeans of its finished trials: best 0.875, worst 0.500).") in text
+    assert "Tuned" not in report.markdown(summarise(tmp_path, p), p)  # the default: no line

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from stages.lib.methods.base import Range
 from stages.lib.validate import require
 
 
@@ -20,6 +21,12 @@ def check_balanced(where: str, batch_size: int, images_per_class: int) -> None:
             images_per_class)
     require(batch_size >= 2 * images_per_class, f"{where}.batch_size",
             f"an integer >= 2 * images_per_class = {2 * images_per_class} (a batch needs two classes)", batch_size)
+
+
+def images_per_class_range(batch_size: int) -> Range:
+    """`tune`'s range of images per class (K) for a batch of `batch_size`: 2 to 16, and at most half
+    the batch (a batch needs two classes, `check_balanced`)."""
+    return Range(2, max(2, min(16, batch_size // 2)), integer=True)
 
 
 def batch_shape(n_classes: int, batch_size: int, images_per_class: int) -> tuple[int, int]:

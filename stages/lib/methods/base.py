@@ -8,6 +8,7 @@ head and loss) is `stages.lib.losses`, imported only where training runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -15,7 +16,29 @@ import numpy as np
 from stages.lib.registry import Registry
 
 if TYPE_CHECKING:
+    from stages.lib.params import TrainParams
     from stages.lib.trainer import SplitData
+
+
+@dataclass(frozen=True)
+class Range:
+    """One dimension of a search space (`tune`): a number between `low` and `high`, log-uniform where
+    `log`, an integer where `integer`. `suggest` asks an Optuna trial for it."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def suggest(self, trial: Any, name: str) -> float | int:
+        if self.integer:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+def decade_around(value: float) -> Range:
+    """Log-uniform from a tenth to ten times `value`."""
+    return Range(value / 10, value * 10, log=True)
 
 
 class Method:
@@ -46,6 +69,20 @@ class Method:
         self.params = params
         self.n_classes = n_classes
         self.embed_dim = embed_dim
+
+    @classmethod
+    def search_space(cls, params: Any, train: TrainParams) -> dict[str, Range]:
+        """What `tune` searches for this method, keyed by the param each value replaces
+        (`train.<key>` or `<method>.<key>`), given the method's section `params` and `train`: the
+        learning rate (a decade either side of `train.lr`) and the weight decay (1e-8 to 1e-2) for
+        every method that trains; a method adds its own (margin, temperature,
+        images per class). A method that does not train has none."""
+        if not cls.trains:
+            return {}
+        return {
+            "train.lr": decade_around(train.lr),
+            "train.weight_decay": Range(1e-8, 1e-2, log=True),
+        }
 
     def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
         """Index arrays, one per optimiser step, for one pass over a decoded split (its `labels`, and

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.lib.methods.base import Method, register_method, shuffled_batches
+from stages.lib.methods.base import Method, Range, register_method, shuffled_batches
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
@@ -33,6 +33,10 @@ class NormSoftmax(Method):
     checkpointed with the backbone) and cross-entropy (`stages.lib.losses`)."""
 
     params_type = NormSoftmaxParams
+
+    @classmethod
+    def search_space(cls, params: NormSoftmaxParams, train) -> dict[str, Range]:
+        return {**super().search_space(params, train), "normsoftmax.temperature": Range(0.01, 0.2, log=True)}
 
     def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
         return shuffled_batches(len(data.labels), self.params.batch_size, rng)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.lib.methods.balanced import check_balanced, class_balanced_batches
-from stages.lib.methods.base import Method, register_method
+from stages.lib.methods.balanced import check_balanced, class_balanced_batches, images_per_class_range
+from stages.lib.methods.base import Method, Range, register_method
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
@@ -37,6 +37,11 @@ class SupCon(Method):
 
     params_type = SupConParams
     batch_wide = True  # every image is compared with the whole batch
+
+    @classmethod
+    def search_space(cls, params: SupConParams, train) -> dict[str, Range]:
+        return {**super().search_space(params, train), "supcon.temperature": Range(0.02, 0.5, log=True),
+                "supcon.images_per_class": images_per_class_range(params.batch_size)}
 
     def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
         return class_balanced_batches(data.labels, rng, self.params.batch_size, self.params.images_per_class)

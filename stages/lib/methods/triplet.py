@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from stages.lib.methods.base import Method, register_method
+from stages.lib.methods.base import Method, Range, register_method
 from stages.lib.validate import require
 
 if TYPE_CHECKING:
@@ -97,6 +97,10 @@ class Triplet(Method):
     @property
     def pool(self) -> str:
         return self.params.pool
+
+    @classmethod
+    def search_space(cls, params: TripletParams, train) -> dict[str, Range]:
+        return {**super().search_space(params, train), "triplet.margin": Range(0.05, 2.0, log=True)}
 
     def split_batches(self, data: SplitData, rng: np.random.Generator) -> list[np.ndarray]:
         triplets = sample_triplets(
