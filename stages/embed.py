@@ -2,7 +2,8 @@
 
 Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32, always computed in fp32),
 `labels`, `paths`, `rows` (of the decoded array), `classes`, and `run` (JSON: the training run's
-`leak` counts and `triplet_pool`, from its meta.json, for the evaluate stage to record).
+`leak` counts, `triplet_pool` and, under `train.budget` steps or images, the `budget` it used, from its
+meta.json, for the evaluate stage to record).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         paths=table["path"].to_numpy(dtype=str),
         classes=np.array(meta["classes"], dtype=str),
         rows=table["row"].to_numpy(dtype=np.int64),
-        run=np.array(json.dumps({k: meta[k] for k in ("leak", "triplet_pool") if k in meta}, sort_keys=True)),
+        run=np.array(json.dumps({k: meta[k] for k in ("leak", "triplet_pool", "budget") if k in meta}, sort_keys=True)),
     )
     log.info("%d test embeddings of dimension %d -> %s", *embeddings.shape, args.out)
 

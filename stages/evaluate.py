@@ -3,7 +3,8 @@
 K-means accuracy (Hungarian-matched, each image scored against its own label) with its 95%
 bootstrap interval over test images, NMI, ARI, the spread over K-means initialisations,
 leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-normalised embeddings
-(`l2`), and the run's `leak` counts and `triplet_pool` (from training), written to
+(`l2`), and the run's `leak` counts, `triplet_pool` and, under `train.budget` steps or images, the
+`budget` it used (steps and images; from training), written to
 `metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`. On the
 device of `train.device` (a GPU: the neighbour search and K-means there; the CPU when the GPU is
 short of memory, saying so).
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics["kmeans_acc_chance"], metrics["l2"]["kmeans_acc_chance"] = chance["raw"], chance["l2"]
     if pool is not None:
         metrics["triplet_pool"] = pool
+    if "budget" in run:  # train.budget steps or images: what this run used
+        metrics["budget"] = run["budget"]
     table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": labels, **per_image})
     for column in ("correct", "correct_l2"):
         table[column] = table[column].astype(int)

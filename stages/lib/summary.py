@@ -211,6 +211,8 @@ class MethodSummary:
     triplet_pool: str | None = None
     published: StudyNumber | None = None
     published_note: str | None = None  # why the study's number is not beside this run
+    # under train.budget steps or images: {kind, amount, steps: [per seed], images: [per seed]}; else None
+    budget: dict | None = None
 
     @property
     def clean(self) -> bool:
@@ -225,6 +227,8 @@ class MethodSummary:
             out["published"] = self.published.to_json()
         if self.published_note is not None:
             out["published_note"] = self.published_note
+        if self.budget is not None:
+            out["budget"] = self.budget
         return out
 
 
@@ -448,6 +452,17 @@ def _study_number(dataset: str, method: str, pool: str | None, params) -> tuple[
     return StudyNumber(rounded(paper.accuracy), paper.correct, paper.n_test, rounded(ci)), None
 
 
+def budget_used(group: list[Run]) -> dict | None:
+    """The budget a method's runs used, per seed (None: trained by epochs, or not trained)."""
+    records = [r.scores.get("budget") for r in group]
+    if not any(records):
+        return None
+    first = next(r for r in records if r)
+    return {"kind": first["kind"], "amount": first["amount"],
+            "steps": [int(r["steps"]) if r else 0 for r in records],
+            "images": [int(r["images"]) if r else 0 for r in records]}
+
+
 def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
     """Per dataset of `params.datasets`: per method its statistics on each view, chance level, leaks
     and the study's number, then the comparisons (`pairs_of`): the primary one (`params.primary`)
@@ -477,7 +492,7 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
                 method=method, seeds=len(group), shots=params.shots, n_test=int(len(reference)),
                 views={view: view_stats(group, view, resamples, boot_seed, coverage) for view in VIEWS},
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
-                triplet_pool=pool, published=study, published_note=note,
+                triplet_pool=pool, published=study, published_note=note, budget=budget_used(group),
             )
         pairs, note = pairs_of(methods, base, primary)
         role = {(a, b, view): "primary" if note is None and (a, b, view) == (primary.better, primary.than,
