@@ -298,8 +298,8 @@ def fit(
     """
     torch.manual_seed(seed)
     if budget is not None and budget.finished(0, 0, method.indices_per_item):
-        raise PipelineError(f"a budget of {budget.amount} {budget.kind} is less than one {method.name} step "
-                            f"({method.indices_per_item} images); raise train.budget_amount")
+        raise PipelineError(f"train.budget_amount {budget.amount} {budget.kind} is less than one {method.name} item "
+                            f"({method.indices_per_item} images); raise it")
     model = Model(backbone, method.head())
     fingerprint = None
     if budget is not None:
