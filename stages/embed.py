@@ -2,8 +2,9 @@
 
 Writes `data/embeddings/D/M/seedS.npz`: `embeddings` (N x D float32, always computed in fp32),
 `labels`, `paths`, `rows` (of the decoded array), `classes`, and `run` (JSON: the training run's
-`leak` counts, `triplet_pool`, `select` rule and, under `split.classes: unseen`, `protocol` (its
-training and test classes), from its meta.json, for the evaluate stage to record).
+`leak` counts, `triplet_pool`, `select` rule, under `train.budget` steps or images the `budget` it
+used and, under `split.classes: unseen`, `protocol` (its training and test classes), from its
+meta.json, for the evaluate stage to record).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from stages.lib.errors import PipelineError, stage_main
 
 log = logging.getLogger("stages.embed")
 
-RUN_KEYS = ("leak", "triplet_pool", "select", "protocol")  # what the training run recorded that the metrics carry
+# What the training run recorded (meta.json) that the metrics carry.
+RUN_KEYS = ("leak", "triplet_pool", "select", "budget", "protocol")
 
 
 @stage_main

@@ -3,8 +3,9 @@
 K-means accuracy (Hungarian-matched, each image scored against its own label) with its 95%
 bootstrap interval over test images, NMI, ARI, the spread over K-means initialisations,
 leave-one-out retrieval (precision@1, MAP@R, k-NN accuracy), the same on L2-normalised embeddings
-(`l2`), the run's `leak` counts, `triplet_pool` and `select` (from training) and, under
-`split.classes: unseen`, its `protocol` (training and test classes; absent: seen classes), written to
+(`l2`), the run's `leak` counts, `triplet_pool`, `select` and, under `train.budget` steps or
+images, the `budget` it used (steps and images; from training) and, under `split.classes: unseen`,
+its `protocol` (training and test classes; absent: seen classes), written to
 `metrics/D/M/seedS.json`; the per-image clustering to `data/predictions/D/M/seedS.csv`. On the
 device of `train.device` (a GPU: the neighbour search and K-means there; the CPU when the GPU is
 short of memory, saying so).
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics["protocol"] = {k: protocol[k] for k in ("classes", "halves", "seed", "train_classes", "test_classes")}
     if run.get("select") is not None:  # the rule that kept the epoch (a method that trains)
         metrics["select"] = run["select"]
+    if "budget" in run:  # train.budget steps or images: what this run used
+        metrics["budget"] = run["budget"]
     table = pd.DataFrame({"row": data["rows"], "path": data["paths"], "label": true_labels, "study_label": labels,
                           **per_image})
     for column in ("correct", "correct_l2"):

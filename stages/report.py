@@ -309,6 +309,7 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
         tuned = _tuning_sentence(entries, methods, label)
         if tuned:
             lines += [tuned, ""]
+        lines += _budget_lines(entries, methods, label)
         main = data.primary()
         if main is not None:
             lines += [f"**Primary question**: {label[main.method]} minus {label[main.than]}, K-means accuracy on "
@@ -330,6 +331,22 @@ def markdown(summary: dict[str, DatasetSummary], params) -> str:
             lines += ["", *notes]
         lines.append("")
     return "\n".join(lines)
+
+
+def _budget_lines(entries: dict[str, MethodSummary], methods: list[str], label: dict[str, str]) -> list[str]:
+    """Under `train.budget` steps or images: what each method used (per seed where the seeds differ)."""
+    used = [(m, entries[m].budget) for m in methods if entries[m].budget is not None]
+    if not used:
+        return []
+
+    def span(values: list[int]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+    kind, amount = used[0][1]["kind"], used[0][1]["amount"]
+    parts = [f"{label[m]} {span(b['steps'])} steps, {span(b['images'])} images" for m, b in used]
+    return [f"**Budget** (`train.budget: {kind}`, {amount:,} {kind} per run; images passed forward in training, "
+            f"each image of a triplet counted): {'; '.join(parts)}.", ""]
 
 
 @stage_main

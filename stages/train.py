@@ -1,11 +1,13 @@
 """train@D-M-S: fine-tune the backbone with method M and training seed S on dataset D's training split.
 
+Trains with `train` and the `M` section as `runs` sets them for D, M and `shots` (stages/lib/runs.py),
+for `train.epochs` or, under `train.budget` steps or images, the run's budget (stages/lib/budget.py).
 Keeps the epoch `train.select` chooses (the lowest validation loss by default; or the last; or the
 best validation embedding metric, scored on the split's validation images the same way for every
 method) and writes it to `models/D/M/seedS/` (`model.safetensors`, `meta.json`, with the run's leak
-counts and its selection rule); per-epoch losses (and the selected epoch) go to a CSV that the
-report draws. With `train.processes: N > 1` the stage runs itself as
-N processes under torchrun (DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
+counts, its selection rule and, under a budget, the steps and images it used); per-epoch losses (and
+the selected epoch) go to a CSV that the report draws. With `train.processes: N > 1` the stage runs
+itself as N processes under torchrun (DistributedDataParallel, `stages.lib.distributed`); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -99,11 +101,13 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     import torch
 
     from stages.lib import distributed
+    from stages.lib.budget import budget_record
     from stages.lib.device import configure_determinism, configure_tf32
     from stages.lib.leaks import no_leak
     from stages.lib.losses import training
     from stages.lib.models import build_backbone, embedding_size, save_checkpoint
     from stages.lib.resume import clear_resume, folder_digest
+    from stages.lib.runs import settings_for
     from stages.lib.splitdata import read_classes, read_protocol
     from stages.lib.trainer import fit, write_curve
     from stages.weights import weights_file
@@ -115,7 +119,9 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     configure_tf32(params.train.precision, device)  # precision fp32 (or auto on the CPU): no TF32 on CUDA
     backbone = build_backbone(params.model.name, weights_file(args.weights))
     n_classes = len(protocol["train_classes"]) if protocol else len(classes)
-    method = method_cls(params.method_params(args.method), n_classes, embedding_size(backbone))
+    train_params, method_params = (settings_for(params, args.dataset, args.method) if method_cls.trains
+                                   else (params.train, params.method_params(args.method)))
+    method = method_cls(method_params, n_classes, embedding_size(backbone))
     meta = {
         "dataset": args.dataset,
         "method": args.method,
@@ -144,13 +150,18 @@ def _train(args, params, method_cls, device: torch.device) -> None:
         args.method, args.dataset, len(data["train"].labels), len(data["val"].labels), n_classes, device,
         f", {distributed.world().size} processes" if distributed.world().size > 1 else "",
     )
+    budget = run_budget(params, args.dataset, train_params, args.splits)
+    if budget is not None:
+        log.info("budget: %d %s (the schedule steps every %g)", budget.amount, budget.kind,
+                 budget.amount / budget.epochs)
     result = fit(
-        method, backbone, data["train"], data["val"], params.train,
+        method, backbone, data["train"], data["val"], train_params,
         seed=args.seed, device=device, curve_path=args.curve, resume_dir=args.resume_dir,
         context={
             "dataset": args.dataset, "model": dataclasses.asdict(params.model), "splits": folder_digest(args.splits),
         },
         scorer=validation_scorer(params, args.splits, args.decoded, device),
+        budget=budget,
     )
     if not distributed.is_main():
         return  # rank 0 writes the checkpoint
@@ -158,9 +169,14 @@ def _train(args, params, method_cls, device: torch.device) -> None:
     head = method.head()
     if head is not None and result.head_state is not None:
         head.load_state_dict(result.head_state)
-    meta.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, epochs=params.train.epochs)
+    meta.update(best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
+                epochs=train_params.epochs if budget is None else len(result.history))
     if result.best_score is not None:
         meta["best_val_score"] = result.best_score
+    last = result.history[-1]
+    record = budget_record(budget, last["steps"], last["images"])
+    if record is not None:
+        meta["budget"] = record
     save_checkpoint(args.out, backbone, head, meta)
     clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
     score = f", {params.train.select} {result.best_score:.4f}" if result.best_score is not None else ""
@@ -181,6 +197,29 @@ def validation_scorer(params, splits: Path, decoded: Path, device: torch.device,
     table = read_table(splits, "val")
     return Scorer(metric, split_pixels(decoded, table, params.model.image_size), table["label"].to_numpy(), device,
                   batch_size=params.embed.batch_size, precision=params.train.precision)
+
+
+def run_budget(params, dataset: str, train_params, splits: Path):
+    """The run's `Budget` under `train.budget` steps or images (None under epochs): `train.budget_amount`,
+    or what the classification run of this dataset and shots uses at its settings on the split's
+    training images; its schedule counts `train_params.epochs` epochs of the amount."""
+    from stages.lib.budget import Budget, reference_amount
+    from stages.lib.runs import settings_for
+    from stages.lib.splitdata import read_table
+
+    kind = params.train.budget
+    if kind == "epochs":
+        return None
+    amount = params.train.budget_amount
+    if amount is None:
+        if "classification" not in params.method:
+            raise PipelineError(
+                f"train.budget: {kind} with budget_amount null takes its amount from the classification run, but "
+                "params.yaml has no classification section; add one or set train.budget_amount"
+            )
+        ref_train, ref_method = settings_for(params, dataset, "classification")
+        amount = reference_amount(kind, ref_train.epochs, ref_method.batch_size, len(read_table(splits, "train")))
+    return Budget(kind, amount, train_params.epochs)
 
 
 def training_data(

@@ -28,6 +28,7 @@ from stages.lib.datasets.own import SHAPES as OWN_SHAPES
 from stages.lib.datasets.own import FolderSource, is_own, own_source_type
 from stages.lib.errors import PipelineError
 from stages.lib.methods import METHODS
+from stages.lib.runs import RunSettings, check_runs, parse_runs
 from stages.lib.schema import (
     Rule,
     above,
@@ -190,6 +191,25 @@ class TrainParams:
         "or a validation embedding metric, the same for every method (`val_kmeans`: K-means accuracy, "
         "`val_map_at_r`, `val_precision_at_1`: on the split's validation images, [methods.md](methods.md))",
         choice(SELECT_RULES),
+    )
+    val_batch_size: int | None = setting(
+        None,
+        "items per validation batch (the study: 16 images for classification, 4 or 8 triplets for triplet, set per "
+        "run in `runs`); null: the method's `batch_size`",
+        Rule(lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    )
+    budget: Literal["epochs", "steps", "images"] = setting(
+        "epochs",
+        "what is held equal across the methods of a run: `epochs` (the study's: `epochs` passes over each "
+        "method's own data), `steps` (optimiser steps) or `images` (images passed forward in training, each image "
+        "of a triplet counted); see [methods.md](methods.md#an-equal-budget)",
+    )
+    budget_amount: int | None = setting(
+        None,
+        "with `budget` steps or images: that many for every method; null: what the `classification` run of the "
+        "same dataset and shots uses at its settings (`epochs * ceil(N / batch_size)` steps or `epochs * N` "
+        "images, N its training images)",
+        Rule(lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     )
 
     def check(self, where: str) -> None:
@@ -398,6 +418,7 @@ class Params:
     umap: UmapParams
     pictures: PicturesParams
     primary: PrimaryParams
+    runs: list[RunSettings]  # per-run settings (stages/lib/runs.py), in list order
 
     def source(self, dataset: str) -> Any:
         """The `sources.<dataset>` section."""
@@ -449,7 +470,7 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
     try:
         if not isinstance(raw, dict):
             raise _KeyError("(top level)", "a mapping of sections", raw)
-        accepted = set(FIXED_TOP) | {"sources"} | set(METHODS.names())
+        accepted = set(FIXED_TOP) | {"sources", "runs"} | set(METHODS.names())
         for key in raw:
             if key not in accepted:
                 raise _UnknownKey(_key_name(key), sorted(accepted))
@@ -489,7 +510,10 @@ def params_from_dict(raw: Any, origin: str = "params.yaml") -> Params:
                 method_sections[name] = convert(raw[name], spec.params_type, name)
             elif name in values["methods"]:
                 raise _Missing(name)
-        params = Params(sources=sources, method=method_sections, **values)
+        runs = parse_runs(raw.get("runs"), TrainParams, sorted([*DATASETS.names(), *(
+            name for name, source in sources.items() if is_own(source))]),
+            {name: METHODS.get(name).params_type for name in METHODS.names()})
+        params = Params(sources=sources, method=method_sections, runs=runs, **values)
         _check(params)
         # the split's rules live with the split (pandas): imported here, so that `--help` stays light
         from stages.lib import splits
@@ -532,6 +556,10 @@ def _check(p: Params) -> None:
     for name, section in p.method.items():
         if hasattr(section, "check"):
             section.check(name)
+    check_runs(p)
+    _require(p.train.budget == "epochs" or p.train.budget_amount is not None or "classification" in p.method,
+             "train.budget_amount", f"an integer >= 1 with train.budget {p.train.budget} and no classification "
+             "section (null takes the amount from the classification run)", p.train.budget_amount)
 
 
 def _own_source(name: Any, value: dict) -> Any:

@@ -23,6 +23,12 @@ from stages.lib.datasets import DATASETS
 from stages.lib.methods import METHODS
 from stages.lib.schema import NO_DEFAULT, default_of, type_words
 
+
+def runs_train_keys() -> list[str]:
+    from stages.lib.runs import train_keys
+
+    return train_keys(P.TrainParams)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 INTRO = """\
@@ -144,7 +150,36 @@ def markdown(shipped: dict | None = None) -> str:
               *header]
     for name in METHODS.names():
         lines += section_rows(METHODS.get(name).params_type, name, shipped.get(name), comments)
+    lines += ["", *runs_section(shipped.get("runs") or [])]
     return "\n".join(lines) + "\n"
+
+
+RUNS_INTRO = f"""\
+## runs
+
+Per-run settings (`stages/lib/runs.py`): each entry names the runs it applies to (`dataset`,
+`method`, `shots`; an omitted one matches any) and `set`s keys over `train` and the method's
+section for them; entries apply in list order, a later one winning. An entry may set the recipe's
+`train` keys ({", ".join(f"`{k}`" for k in runs_train_keys())})
+and, with `method` named, that method's keys; anything else is refused with one line naming the
+entry and the accepted keys. Only the train stage reads `runs`. A run that no entry matches (the
+digits demo, your own data) trains on the general values. The entries shipped are the study's
+eight configs where they differ from the general values (epochs 100, lr 5e-5, warm-up 10, cosine
+T_max 100, eta_min 5e-6 are the same in all eight: the general `train` values);
+[differences.md](differences.md#the-studys-per-run-settings) names each config file. A general
+value changed with `-S` (`-S classification.batch_size=64`) does not reach a run that an entry
+sets that key for: change the entry (`-S runs.0.set.batch_size=64`, the first entry) or empty
+the list (`-S 'runs=[]'`).
+"""
+
+
+def runs_section(entries: list[dict]) -> list[str]:
+    """The `runs` section: what it is, then one row per shipped entry."""
+    rows = ["| dataset | method | shots | sets |", "| --- | --- | --- | --- |"]
+    for entry in entries:
+        cells = [_cell(str(entry.get(k, "any"))) for k in ("dataset", "method", "shots")]
+        rows.append(f"| {' | '.join(cells)} | {_cell(_value(entry['set']))} |")
+    return [RUNS_INTRO, *rows]
 
 
 def shipped_values() -> dict[str, Any]:

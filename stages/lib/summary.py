@@ -231,6 +231,8 @@ class MethodSummary:
     protocol: dict | None = None  # split.classes: unseen: its training and test classes; None: seen
     select: str | None = None  # the rule that kept each run's epoch (`train.select`); None: no training
     tuned: dict | None = None  # the search that chose its values (`tune.trials` > 0): `tuning_summary`
+    # under train.budget steps or images: {kind, amount, steps: [per seed], images: [per seed]}; else None
+    budget: dict | None = None
 
     @property
     def clean(self) -> bool:
@@ -253,6 +255,8 @@ class MethodSummary:
             out["select"] = self.select
         if self.tuned is not None:
             out["tuned"] = self.tuned
+        if self.budget is not None:
+            out["budget"] = self.budget
         return out
 
 
@@ -537,6 +541,17 @@ def select_of(runs: list[Run]) -> str | None:
     return " and ".join(rules) or None
 
 
+def budget_used(group: list[Run]) -> dict | None:
+    """The budget a method's runs used, per seed (None: trained by epochs, or not trained)."""
+    records = [r.scores.get("budget") for r in group]
+    if not any(records):
+        return None
+    first = next(r for r in records if r)
+    return {"kind": first["kind"], "amount": first["amount"],
+            "steps": [int(r["steps"]) if r else 0 for r in records],
+            "images": [int(r["images"]) if r else 0 for r in records]}
+
+
 def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dict[str, DatasetSummary]:
     """Per dataset of `params.datasets`: per method its statistics on each view, chance level, leaks
     and the study's number, then the comparisons (`pairs_of`): the primary one (`params.primary`)
@@ -571,6 +586,7 @@ def summarise_runs(runs: list[Run], params, coverage: dict | None = None) -> dic
                 leak={k: max(int(r.scores["leak"].get(k, 0)) for r in group) for k in LEAK_KEYS},
                 triplet_pool=pool, published=study, published_note=note, select=select_of(group),
                 paper=published(dataset, method, params.shots), mislabelled=mislabelled, protocol=group[0].protocol,
+                budget=budget_used(group),
             )
         pairs, note = pairs_of(methods, base, primary)
         role = {(a, b, view): "primary" if note is None and (a, b, view) == (primary.better, primary.than,

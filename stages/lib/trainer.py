@@ -1,16 +1,19 @@
 """The training loop shared by every method: batches from the decoded cache, one forward each,
 per-epoch validation, selection of the epoch kept (`train.select`: the lowest validation loss, the
 last epoch, or the best validation embedding metric, `stages.lib.validation`), and a resume
-checkpoint (`stages.lib.resume`) after every epoch so a killed run continues where it stopped."""
+checkpoint (`stages.lib.resume`) after every epoch so a killed run continues where it stopped.
+Under `train.budget` steps or images (`stages.lib.budget`) the epochs are passes over the method's
+data until the budget is used, and the schedule steps by the budget used, not per pass."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from stages.lib import distributed, resume, stopping
 from stages.lib.atomic import write_text
+from stages.lib.budget import Budget
 from stages.lib.device import MEAN, STD, Stats, autocast_dtype, host_to_device, normalise, prepare_model, to_device
 from stages.lib.errors import PipelineError
 from stages.lib.losses import Training
@@ -137,8 +141,10 @@ class Step:
 def _run_batches(
     step: Step, data: SplitData, batches: list[np.ndarray], *, epoch: int,
     optimizer: torch.optim.Optimizer | None = None, flip_rng: np.random.Generator | None = None,
+    after_step: Callable[[np.ndarray], None] | None = None,
 ) -> float:
-    """One pass over `batches`; trains when `optimizer` is given. Returns the mean loss per sample.
+    """One pass over `batches`; trains when `optimizer` is given (calling `after_step(index)` after
+    each optimiser step). Returns the mean loss per sample.
 
     Losses stay on the device until the end of the pass (no host sync per step); a non-finite
     one is then reported with its epoch and batch. With several processes each embeds its own
@@ -154,6 +160,8 @@ def _run_batches(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if after_step is not None:
+                after_step(index)
         losses.append(reported.float())
         weights.append(part.items)  # loss terms in this batch
     return _mean_loss(losses, weights, epoch, "training" if optimizer is not None else "validation")
@@ -192,24 +200,55 @@ class _Loop:
     fingerprint: str | None = None
     scorer: Callable[[nn.Module], float] | None = None  # the validation metric of `train.select`
     last_save: float = field(default_factory=time.monotonic)
+    budget: Budget | None = None  # None: `train.epochs` epochs, the schedule stepped per epoch
+    steps: int = 0  # optimiser steps taken so far
+    images: int = 0  # images passed forward in training so far (each image of a triplet counted)
 
     def epoch(self, epoch: int) -> dict:
-        """Train one epoch, then validate; its row of the history."""
+        """Train one epoch (under a budget: a pass, cut where the budget ends), then validate; its row
+        of the history, with the steps and images used so far."""
         model, method, progress = self.step.model, self.step.method, self.progress
         rng = np.random.default_rng([self.seed, epoch])
         lr = progress.optimizer.param_groups[0]["lr"]
         model.train()
         batches = method.split_batches(self.train, rng)
+        if self.budget is not None:
+            batches = self.budget.cut(batches, self.steps, self.images, method.indices_per_item)
         train_loss = _run_batches(self.step, self.train, batches, epoch=epoch, optimizer=progress.optimizer,
-                                  flip_rng=rng)
-        progress.scheduler.step()
+                                  flip_rng=rng, after_step=self._count)
+        if self.budget is None:
+            progress.scheduler.step()
         model.eval()
         val_loss = _run_batches(self.step, self.val, self.val_batches, epoch=epoch, optimizer=None)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr}
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": lr, "steps": self.steps,
+               "images": self.images}
         if self.scorer is not None:  # rank 0 embeds the validation images; every rank keeps its score
             scorer, backbone = self.scorer, model.backbone
             row[SCORE_COLUMN] = float(distributed.from_main(lambda: scorer(backbone)))
         return row
+
+    def _count(self, index: np.ndarray) -> None:
+        """After an optimiser step: count it and its images; under a budget, step the schedule once per
+        `amount / epochs` of the budget used."""
+        self.steps += 1
+        self.images += len(index)
+        if self.budget is not None:
+            scheduler = self.progress.scheduler
+            while scheduler.last_epoch < self.budget.schedule_steps_due(self.steps, self.images):
+                scheduler.step()
+
+    def finished(self, epoch: int) -> bool:
+        """Whether training is done after `epoch`."""
+        if self.budget is None:
+            return epoch >= self.params.epochs
+        return self.budget.finished(self.steps, self.images, self.step.method.indices_per_item)
+
+    def epochs(self, start: int) -> Iterator[int]:
+        """The epochs still to train from `start`: up to `train.epochs`, or under a budget until it is used."""
+        epoch = start
+        while not self.finished(epoch - 1):
+            yield epoch
+            epoch += 1
 
     def select(self, row: dict) -> None:
         """Keep this epoch's weights if `train.select` prefers it to the best so far (`better`)."""
@@ -229,7 +268,7 @@ class _Loop:
         as CPU copies, for the caller to keep in memory (a checkpoint of a large model costs about
         0.5 GB of writes)."""
         state = resume.snapshot(self.progress, epoch, self.fingerprint)  # on every process: it gathers their RNGs
-        due = time.monotonic() - self.last_save >= self.params.resume_every_s or epoch == self.params.epochs
+        due = time.monotonic() - self.last_save >= self.params.resume_every_s or self.finished(epoch)
         if distributed.same_as_main(due):
             _save_resume(self.resume_dir, state)
             self.last_save = time.monotonic()
@@ -269,12 +308,14 @@ def fit(
     context: dict | None = None,
     scorer: Callable[[nn.Module], float] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    budget: Budget | None = None,
 ) -> FitResult:
-    """Train `backbone` (and the method's head) for `params.epochs`; keep the epoch `params.select`
-    chooses (`better`). `scorer` gives a backbone's validation score (`stages.lib.validation.Scorer`,
-    needed when `params.select` names a metric; then each epoch's row has it as `val_score`);
-    `on_epoch` is called with each finished epoch's row (e.g. to report it to a tuner, which may stop
-    the run by raising).
+    """Train `backbone` (and the method's head) for `params.epochs`, or under `budget` until its steps
+    or images are used (`stages.lib.budget`); keep the epoch `params.select` chooses (`better`). The
+    history's rows carry the steps and images used up to each epoch. `scorer` gives a backbone's
+    validation score (`stages.lib.validation.Scorer`, needed when `params.select` names a metric; then
+    each epoch's row has it as `val_score`); `on_epoch` is called with each finished epoch's row (e.g.
+    to report it to a tuner, which may stop the run by raising).
 
     With `resume_dir`, a checkpoint of the whole loop (weights, optimiser, scheduler, RNG states,
     history, best epoch) is written there atomically after every epoch, and a matching one found
@@ -285,8 +326,13 @@ def fit(
     if params.select not in ("loss", "last") and scorer is None:
         raise ValueError(f"train.select {params.select} needs a scorer of the validation images")
     torch.manual_seed(seed)
+    if budget is not None and budget.finished(0, 0, method.indices_per_item):
+        raise PipelineError(f"train.budget_amount {budget.amount} {budget.kind} is less than one {method.name} item "
+                            f"({method.indices_per_item} images); raise it")
     model = Model(backbone, method.head())
     fingerprint = None
+    if budget is not None:
+        context = {**(context or {}), "budget": dataclasses.asdict(budget)}
     if resume_dir is not None:
         fingerprint = resume.run_fingerprint(model, method, train, val, params, seed=seed, device=device,
                                              context=context)
@@ -296,9 +342,9 @@ def fit(
     step = Step(model, method, device, forward=torch.compile(net) if params.compile else net,
                 amp_dtype=autocast_dtype(params.precision, device), stats=input_stats(backbone), hflip=params.hflip)
     loop = _Loop(
-        step, train, val, method.split_batches(val, np.random.default_rng([seed, VAL_STREAM])), params, seed,
+        step, train, val, validation_batches(method, val, params, seed), params, seed,
         Progress(model, optimizer, build_scheduler(optimizer, params)),
-        curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint,
+        curve_path=curve_path, resume_dir=resume_dir, fingerprint=fingerprint, budget=budget,
         scorer=scorer if params.select not in ("loss", "last") else None,
     )
     start = _resume(loop)
@@ -307,6 +353,14 @@ def fit(
     assert loop.progress.best is not None
     loop.progress.best.history = loop.progress.history
     return loop.progress.best
+
+
+def validation_batches(method: Training, val: SplitData, params: TrainParams, seed: int) -> list[np.ndarray]:
+    """The fixed validation batches: the method's own, with `train.val_batch_size` items each where set."""
+    if params.val_batch_size is not None:
+        method = copy.copy(method)
+        method.params = dataclasses.replace(method.params, batch_size=params.val_batch_size)
+    return method.split_batches(val, np.random.default_rng([seed, VAL_STREAM]))
 
 
 def _resume(loop: _Loop) -> int:
@@ -318,6 +372,8 @@ def _resume(loop: _Loop) -> int:
     if state is None:
         return 1
     start = resume.restore(loop.progress, state, folder / RESUME_FILE)
+    last = loop.progress.history[-1] if loop.progress.history else {}
+    loop.steps, loop.images = int(last.get("steps", 0)), int(last.get("images", 0))
     log.info("resuming %s from %s: epochs 1-%d done, continuing at epoch %d",
              loop.step.method.name, folder / RESUME_FILE, start - 1, start)
     loop.curve()
@@ -325,13 +381,14 @@ def _resume(loop: _Loop) -> int:
 
 
 def _epochs(loop: _Loop, start: int, on_epoch: Callable[[dict], None] | None = None) -> None:
-    """Train epochs `start`..`params.epochs`. On Ctrl-C, SIGTERM or a failed epoch (or a lost peer
-    process), the resume checkpoint of the last finished epoch is written at once (it is kept in
-    memory, as CPU copies, whenever `train.resume_every_s` has not yet sent it to disk) and the
-    error says what was kept. With several processes rank 0 writes, and every process stops."""
+    """Train epochs `start`..`params.epochs` (under a budget: until it is used). On Ctrl-C, SIGTERM
+    or a failed epoch (or a lost peer process), the resume checkpoint of the last finished epoch is
+    written at once (it is kept in memory, as CPU copies, whenever `train.resume_every_s` has not yet
+    sent it to disk) and the error says what was kept. With several processes rank 0 writes, and
+    every process stops."""
     params = loop.params
-    bar = tqdm(range(start, params.epochs + 1), desc=f"train {loop.step.method.name}", unit="epoch",
-               initial=start - 1, total=params.epochs,
+    bar = tqdm(loop.epochs(start), desc=f"train {loop.step.method.name}", unit="epoch",
+               initial=start - 1, total=params.epochs if loop.budget is None else None,
                disable=None if distributed.is_main() else True)  # no bar off a terminal, nor beside rank 0
     saved = start - 1 if start > 1 else None  # the epoch the resume checkpoint on disk holds
     unsaved: dict | None = None  # the last finished epoch's resume state, when newer than the one on disk

@@ -31,9 +31,10 @@ SEED_RANGE = f"an integer in [0, {MAX}]"
 DELETE = object()
 OWN = "{folder: PATH} or {csv: FILE, root: FOLDER}"  # the two shapes of a dataset of your own
 TOP_KEYS = sorted(["datasets", "embed", "evaluate", "methods", "model", "pictures", "primary", "seed", "seeds", "shots",
-                   "sources", "split", "train", "tune", "umap", *METHODS.names()])
+                   "sources", "split", "train", "tune", "umap", "runs", *METHODS.names()])
 TRAIN_KEYS = ("device, epochs, optimizer, lr, betas, weight_decay, warmup_epochs, warmup_start_factor, "
-              "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s, processes, select")
+              "cosine_t_max, eta_min, hflip, precision, compile, deterministic, resume_every_s, processes, select, "
+              "val_batch_size, budget, budget_amount")
 
 
 def edited(*edits: tuple[str, Any], base: dict | None = None) -> dict:
@@ -181,6 +182,15 @@ RULES = [
     case("train.hflip must be a probability in [0, 1], got -0.1", ("train.hflip", -0.1)),
     case("train.hflip must be a probability in [0, 1], got 1.1", ("train.hflip", 1.1)),
     case("train.resume_every_s must be seconds >= 0 (0: every epoch), got -1.0", ("train.resume_every_s", -1)),
+    case("train.val_batch_size must be an integer >= 1 or null, got 0", ("train.val_batch_size", 0)),
+    case("train.val_batch_size must be a batch size TripletBatchHardParams accepts (an integer >= 2 * "
+         "images_per_class = 8 (a batch needs two classes)), got 7",
+         ("methods", ["triplet_batch_hard"]), ("train.val_batch_size", 7)),
+    case("train.budget must be one of: epochs, steps, images, got 'tokens'", ("train.budget", "tokens")),
+    case("train.budget_amount must be an integer >= 1 or null, got 0", ("train.budget_amount", 0)),
+    case("train.budget_amount must be an integer >= 1 with train.budget images and no classification section "
+         "(null takes the amount from the classification run), got None",
+         ("methods", ["triplet"]), ("classification", DELETE), ("train.budget", "images")),
     # -- embed, evaluate, umap
     case("embed.batch_size must be an integer >= 1, got 0", ("embed.batch_size", 0)),
     case("evaluate.kmeans_n_init must be an integer >= 1, got 0", ("evaluate.kmeans_n_init", 0)),
@@ -253,7 +263,11 @@ ACCEPTED = [
     (("model.image_size", 16),), (("train.epochs", 1),), (("train.betas", [0, 0.999]),),
     (("train.weight_decay", 0),), (("train.warmup_epochs", 0),), (("train.warmup_start_factor", 1),),
     (("train.cosine_t_max", 1),), (("train.eta_min", 0),), (("train.eta_min", 0.001),), (("train.hflip", 0),),
-    (("train.hflip", 1),), (("train.resume_every_s", 0),), (("train.processes", 1),), (("train.device", "cuda:0"),),
+    (("train.hflip", 1),), (("train.resume_every_s", 0),), (("train.val_batch_size", 1),),
+    (("train.budget", "steps"), ("train.budget_amount", 1)),
+    (("methods", ["triplet"]), ("classification", DELETE), ("train.budget", "images"), ("train.budget_amount", 3)),
+    (("train.processes", 1),), (("train.device", "cuda:0"),),
+    (("embed.batch_size", 1),),
     (("embed.batch_size", 1),), (("train.select", "last"),), (("train.select", "val_precision_at_1"),),
     (("tune.trials", 0), ("tune.epochs", 1), ("tune.seed", MAX)), (("tune.metric", "val_map_at_r"),),
     (("evaluate.kmeans_n_init", 1),), (("evaluate.kmeans_seed", MAX), ("evaluate.kmeans_repeats", 1)),
