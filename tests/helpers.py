@@ -98,3 +98,19 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def poison_loss_from(monkeypatch, epoch: int, factor: float) -> None:
+    """From training epoch `epoch` on, the method's loss is multiplied by `factor` (nan, inf): the
+    trainer's non-finite-loss path, with real training before it."""
+    from stages.lib import trainer
+
+    real = trainer._run_batches
+
+    def run_batches(step, *args, **kwargs):
+        if kwargs["epoch"] == epoch and kwargs["optimizer"] is not None:
+            loss = step.method.loss
+            monkeypatch.setattr(step.method, "loss", lambda *a: loss(*a) * factor)
+        return real(step, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_run_batches", run_batches)

@@ -122,15 +122,20 @@ def test_server_errors_are_retried_until_the_download_succeeds(server, tmp_path)
     assert not _part(dest).exists()
 
 
-def test_always_500_fails_after_retries(server, tmp_path):
-    dest = tmp_path / "file.bin"
-    url = server.url("/always500")
-    with pytest.raises(PipelineError, match="500") as info:
-        download(url, dest, **_fast(retries=2))
+def _fails_after_2_retries(server, dest: Path, path: str, match: str, **checksum) -> None:
+    """Downloading `path` with 2 retries fails in one line naming its URL after 3 requests, and no file
+    is left at `dest`."""
+    url = server.url(path)
+    with pytest.raises(PipelineError, match=match) as info:
+        download(url, dest, **checksum, **_fast(retries=2))
     assert url in str(info.value)
     assert "\n" not in str(info.value)
-    assert server.hits("/always500") == 3  # the first try and 2 retries
+    assert server.hits(path) == 3  # the first try and 2 retries
     assert not dest.exists()
+
+
+def test_always_500_fails_after_retries(server, tmp_path):
+    _fails_after_2_retries(server, tmp_path / "file.bin", "/always500", "500")
 
 
 def test_404_is_not_retried(server, tmp_path):
@@ -180,12 +185,7 @@ def test_truncated_once_resumes(server, tmp_path):
 
 def test_always_truncated_fails_and_keeps_part_for_resume(server, tmp_path):
     dest = tmp_path / "file.bin"
-    url = server.url("/trunc-always")
-    with pytest.raises(PipelineError, match="truncated") as info:
-        download(url, dest, sha256=BLOB_SHA256, **_fast(retries=2))
-    assert url in str(info.value)
-    assert server.hits("/trunc-always") == 3
-    assert not dest.exists()
+    _fails_after_2_retries(server, dest, "/trunc-always", "truncated", sha256=BLOB_SHA256)
     part = _part(dest)  # transient: kept so that a re-run resumes, and it is a true prefix
     assert part.exists() and BLOB.startswith(part.read_bytes())
 

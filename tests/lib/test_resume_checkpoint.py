@@ -42,6 +42,16 @@ def interrupt_after(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(trainer, "_save_resume", save)
 
 
+def interrupted_after_epoch_2(tmp_path: Path, monkeypatch) -> Path:
+    """A run killed right after epoch 2's checkpoint; the folder holding that checkpoint."""
+    folder = tmp_path / "resume"
+    with monkeypatch.context() as mp:
+        interrupt_after(mp, 2)
+        with pytest.raises(Interrupted):
+            run(folder)
+    return folder
+
+
 def assert_same(a, b) -> None:
     assert (a.best_epoch, a.best_val_loss, a.history) == (b.best_epoch, b.best_val_loss, b.history)
     for one, two in ((a.backbone_state, b.backbone_state), (a.head_state, b.head_state)):
@@ -83,11 +93,7 @@ def test_an_interrupted_fit_resumes_to_the_same_result(
 
 
 def test_a_checkpoint_of_other_params_is_discarded(tmp_path, monkeypatch, caplog):
-    folder = tmp_path / "resume"
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, 2)
-        with pytest.raises(Interrupted):
-            run(folder)
+    folder = interrupted_after_epoch_2(tmp_path, monkeypatch)
     caplog.set_level(logging.INFO)
     other = train_params(lr=2e-3)
     result = run(folder, params=other)
@@ -97,11 +103,7 @@ def test_a_checkpoint_of_other_params_is_discarded(tmp_path, monkeypatch, caplog
 
 
 def test_a_checkpoint_of_other_data_is_discarded(tmp_path, monkeypatch, caplog):
-    folder = tmp_path / "resume"
-    with monkeypatch.context() as mp:
-        interrupt_after(mp, 2)
-        with pytest.raises(Interrupted):
-            run(folder)
+    folder = interrupted_after_epoch_2(tmp_path, monkeypatch)
     train, val = data()
     train.pixels[0, 0, 0, 0] ^= 1  # one bit of one pixel
     caplog.set_level(logging.INFO)

@@ -17,7 +17,7 @@ from stages.lib.methods.classification import ClassificationParams
 from stages.lib.models import build_backbone
 from stages.lib.params import params_from_dict
 from stages.lib.trainer import RESUME_FILE, SplitData, fit
-from tests.helpers import tiny_params
+from tests.helpers import poison_loss_from, tiny_params
 
 EPOCHS = 3
 VAL_LOSSES = {1: 1.0, 2: 0.5, 3: 0.7}  # scripted so the best epoch (2) is not the last
@@ -71,15 +71,7 @@ def test_inputs_are_normalised_with_the_models_own_mean_and_std(monkeypatch):
 
 def test_a_non_finite_loss_names_its_epoch_and_batch_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
     folder = tmp_path / "resume"
-    real = trainer._run_batches
-
-    def run_batches(step, *args, **kwargs):
-        if kwargs["epoch"] == 3 and kwargs["optimizer"] is not None:
-            loss = step.method.loss
-            monkeypatch.setattr(step.method, "loss", lambda *a: loss(*a) * float("nan"))
-        return real(step, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "_run_batches", run_batches)
+    poison_loss_from(monkeypatch, 3, float("nan"))
     with pytest.raises(PipelineError) as info:
         run(folder)
     message = str(info.value)

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from stages import embed, evaluate, train
-from stages.lib import resume, trainer
+from stages.lib import resume
 from stages.lib.trainer import RESUME_FILE
+from tests.helpers import poison_loss_from
 from tests.reliability.conftest import error_line, reliability_params
 
 OUTPUTS = ("model/model.safetensors", "model/meta.json", "curve.csv")
@@ -79,15 +80,7 @@ def test_a_checkpoint_from_other_params_is_discarded_by_the_stage(workspace, mon
 
 def test_a_non_finite_loss_fails_the_stage_in_one_line_and_keeps_the_last_good_epoch(workspace, monkeypatch, capsys):
     ws = workspace
-    real = trainer._run_batches
-
-    def run_batches(step, *args, **kwargs):
-        if kwargs["epoch"] == 2 and kwargs["optimizer"] is not None:
-            loss = step.method.loss
-            monkeypatch.setattr(step.method, "loss", lambda *a: loss(*a) * float("inf"))
-        return real(step, *args, **kwargs)
-
-    monkeypatch.setattr(trainer, "_run_batches", run_batches)
+    poison_loss_from(monkeypatch, 2, float("inf"))
     with pytest.raises(SystemExit) as info:
         train.main(ws.train_args("classification", "nan"))
     assert info.value.code == 1
