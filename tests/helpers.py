@@ -56,7 +56,9 @@ def env() -> dict[str, str]:
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e["PYTHONPATH"] = ""
     e["DVC_NO_ANALYTICS"] = "1"
-    e["OMP_NUM_THREADS"] = e.get("OMP_NUM_THREADS", "2")
+    # One torch thread per stage: the suite runs one worker per core (pytest-xdist), so a second thread
+    # would only wait for a core (and spin, burning CPU). The demo's own runs pin 2 (scripts/printed_figures.py).
+    e["OMP_NUM_THREADS"] = e.get("OMP_NUM_THREADS", "1")
     return e
 
 
