@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -158,8 +159,16 @@ def run_shell(repo: Path, commands: list[str], timeout: float = 3600) -> list[tu
     script = ["set -e"]
     for i, command in enumerate(commands):
         script += [f"echo {marker}{i}", command]
-    result = subprocess.run(["bash", "-c", "\n".join(script)], cwd=repo, env=shell_env(), capture_output=True,
-                            text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    # Its own process group: past `timeout`, the whole group is stopped (make, the demo and, through the
+    # demo's Ctrl-C forwarding, its dvc), not only bash, which would leave them running.
+    proc = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=repo, env=shell_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        raise
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     parts = re.split(rf"^{marker}(\d+)\n", result.stdout + ("\n" if not result.stdout.endswith("\n") else ""),
                      flags=re.M)
     outputs = {int(parts[i]): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
@@ -168,6 +177,21 @@ def run_shell(repo: Path, commands: list[str], timeout: float = 3600) -> list[tu
         raise FiguresError(f"`{commands[failed]}` failed ({result.returncode}) in {repo}:\n{outputs.get(failed, '')}"
                            f"\n{result.stderr[-3000:]}")
     return [(c, outputs.get(i, "")) for i, c in enumerate(commands)]
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """SIGTERM to `proc`'s process group (the demo passes it on to dvc as Ctrl-C and waits), SIGKILL
+    after `grace` seconds to what is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.communicate(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # --- what the runs wrote, and the blocks rendered from it -----------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import pytest
 
@@ -87,6 +88,18 @@ def test_the_3_seed_figures_hold_the_demos_seed_0(demo):
     diff = next(m.group("body") for m in pf.MARK.finditer(text) if m.group("name") == "seeds3-diff")
     seed0 = re.search(r"metrics/digits/triplet/seed0\.json\s+kmeans_acc\s+(\S+)\s", diff).group(1)
     assert float(seed0) == pytest.approx(runs.demo["triplet"]["kmeans_acc"], abs=5e-6)
+
+
+def test_a_command_past_its_time_limit_is_stopped_with_all_it_started(tmp_path):
+    """A timed-out README command (a demo under heavy load) leaves nothing running: make, the demo
+    and dvc are children of the shell, and the whole group is stopped, not only bash."""
+    import subprocess
+
+    marker = tmp_path / "alive"
+    with pytest.raises(subprocess.TimeoutExpired):
+        pf.run_shell(tmp_path, [f"(sleep 3; touch {marker}) & sleep 30"], timeout=1)
+    time.sleep(4)
+    assert not marker.exists()  # the background child was stopped with the shell
 
 
 def test_a_block_that_differs_is_found_and_written_back_with_its_timings_and_hashes(tmp_path):
