@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="tuned values (data/tuned/<dataset>/<method>.json)")
     args = p.parse_args(argv)
     from stages.lib.atomic import write_json
+    from stages.lib.runs import with_run_settings
     from stages.lib.tuning import given_values
 
-    params = cli.params_of(args)
+    params = with_run_settings(cli.params_of(args), args.dataset, args.method)  # `runs`: as train will train
     given = given_values(params, args.method)
     record: dict[str, Any] = {"method": args.method, "trials": params.tune.trials, "values": given}
     if params.tune.trials and given:  # a method that trains, and a search asked for
@@ -57,7 +58,7 @@ def search(args, params, given: dict) -> dict:
     from stages.lib.losses import training
     from stages.lib.methods import METHODS
     from stages.lib.models import build_backbone, embedding_size
-    from stages.lib.splitdata import read_classes
+    from stages.lib.splitdata import read_classes, read_protocol
     from stages.lib.trainer import fit
     from stages.lib.tuning import apply_values, space_of, trial_train_params
     from stages.lib.validate import ParamError
@@ -69,7 +70,8 @@ def search(args, params, given: dict) -> dict:
     configure_determinism(params.train.deterministic, device)
     configure_tf32(params.train.precision, device)
     space = space_of(params, args.method)
-    n_classes = len(read_classes(args.splits))
+    protocol = read_protocol(args.splits)  # split.classes: unseen: the head has the training classes only
+    n_classes = len(protocol["train_classes"]) if protocol else len(read_classes(args.splits))
     method_cls = METHODS.get(args.method)
     section = params.method.get(args.method)
     if getattr(section, "pool", None) == "study":  # never draw the test images, not even to tune

@@ -118,6 +118,15 @@ def settings_for(params: Any, dataset: str, method: str) -> tuple[Any, Any]:
     return apply(params.runs, params.train, params.method_params(method), dataset, method, params.shots)
 
 
+def with_run_settings(params: Any, dataset: str, method: str) -> Any:
+    """`params` whose `train` and `<method>` sections are the ones `settings_for` gives that run (the
+    tune stage searches at the settings the train stage will train with)."""
+    import dataclasses
+
+    train, section = settings_for(params, dataset, method)
+    return dataclasses.replace(params, train=train, method={**params.method, method: section})
+
+
 def check_runs(params: Any) -> None:
     """Each entry's values against its sections' rules, with the method it names (or each of `methods`)
     (a rule that ties keys together, e.g. eta_min <= lr, sees the whole result); the validation batch

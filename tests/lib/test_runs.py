@@ -137,3 +137,14 @@ def test_the_validation_batch_size_cuts_the_validation_batches():
     assert classification.params.batch_size == 8  # the training batches keep theirs
     same = validation_batches(classification, val, p.train, 0)
     assert np.array_equal(np.concatenate(same), np.concatenate(validation_batches(classification, val, with_val, 0)))
+
+
+def test_the_tune_stage_searches_at_the_settings_the_run_trains_with():
+    """`with_run_settings` (the tune stage's params): the run's own batch sizes, the other sections as given."""
+    from stages.lib.runs import with_run_settings
+
+    p = params_from_dict({**_raw_yaml(), "shots": 15})
+    tuned = with_run_settings(p, "defungi", "classification")
+    assert (tuned.method["classification"].batch_size, tuned.train.val_batch_size) == (32, 16)  # the study's config
+    assert tuned.method["triplet"] == p.method["triplet"] and tuned.tune == p.tune
+    assert with_run_settings(p, "digits", "classification").method["classification"].batch_size == 128  # general
