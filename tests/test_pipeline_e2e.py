@@ -34,7 +34,8 @@ def chain(method: str) -> set[str]:
     return {f"{stage}@synthetic-{method}-0" for stage in PER_RUN}
 
 
-EVERY_STAGE = {"check", *DATA, "split@synthetic", *chain("classification"), *chain("triplet"), "report"}
+TUNE = {f"tune@synthetic-{m}" for m in METHODS}  # tune.trials 0: each writes the given values (no search)
+EVERY_STAGE = {"check", *DATA, "split@synthetic", *TUNE, *chain("classification"), *chain("triplet"), "report"}
 
 
 def ran(out: str) -> set[str]:
@@ -124,7 +125,7 @@ def test_a_k_shot_experiment_reruns_from_the_split_and_dvc_compares_it_with_the_
     test_csv, val_csv = ((repo / "data/splits/synthetic" / name).read_bytes() for name in ("test.csv", "val.csv"))
 
     out = run(["dvc", "exp", "run", "-n", "two-shot", "-S", "shots=2"], repo).stdout
-    assert ran(out) == {"check", "split@synthetic", *chain("classification"), *chain("triplet"), "report"}
+    assert ran(out) == {"check", "split@synthetic", *TUNE, *chain("classification"), *chain("triplet"), "report"}
     train = rows(repo / "data/splits/synthetic/train.csv")
     assert sorted(r["label"] for r in train) == ["0", "0", "1", "1", "2", "2"]  # 2 shots x 3 classes
     assert (repo / "data/splits/synthetic/test.csv").read_bytes() == test_csv  # the same test set
@@ -151,7 +152,7 @@ def test_one_method_param_reruns_that_method_alone_and_the_studys_leak_shows_in_
     """`triplet.pool: study` (the study's sampling, test images in the pool) is a triplet param: only
     triplet's run and the report run again, and the leak is counted, diffed and reported."""
     out = run(["dvc", "exp", "run", "-S", "triplet.pool=study"], repo).stdout
-    assert ran(out) == {"check", *chain("triplet"), "report"}
+    assert ran(out) == {"check", "tune@synthetic-triplet", *chain("triplet"), "report"}
     m = metrics(repo, "triplet")
     assert m["triplet_pool"] == "study" and m["leak"]["test_in_pool"] == m["n_test"] == 9
     diff = dvc_json(repo, "metrics", "diff")

@@ -23,7 +23,8 @@ from tests.helpers import env, project_copy, run, tiny_params
 
 QUEUED = {"margin": "triplet.margin=0.5", "study-pool": "triplet.pool=study"}  # experiment name -> its -S
 SHARED = ("download@synthetic", "decode@synthetic", "weights", "split@synthetic")  # no queued run changes these
-RERUN = {"check", *(f"{s}@synthetic-triplet-0" for s in ("train", "embed", "evaluate", "umap", "pictures")), "report"}
+RERUN = {"check", "tune@synthetic-triplet", *(f"{s}@synthetic-triplet-0" for s in ("train", "embed", "evaluate", "umap",
+                                                                                   "pictures")), "report"}
 METRICS = "metrics/synthetic/triplet/seed0.json"
 
 
