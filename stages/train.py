@@ -173,10 +173,9 @@ def _train(args, params, method_cls, device: torch.device) -> None:
                 epochs=train_params.epochs if budget is None else len(result.history))
     if result.best_score is not None:
         meta["best_val_score"] = result.best_score
-    last = result.history[-1]
-    record = budget_record(budget, last["steps"], last["images"])
-    if record is not None:
-        meta["budget"] = record
+    if budget is not None:  # train.budget steps or images: what the run used (its history's last row)
+        last = result.history[-1]
+        meta["budget"] = budget_record(budget, last["steps"], last["images"])
     save_checkpoint(args.out, backbone, head, meta)
     clear_resume(args.resume_dir)  # only now: a kill before this line resumes at the end
     score = f", {params.train.select} {result.best_score:.4f}" if result.best_score is not None else ""

@@ -250,7 +250,9 @@ def test_train_uses_the_triplet_lists(http_files, tmp_path, monkeypatch):
                 "--curve", f"{d}/study.csv"])
     train_data, val_data = seen["triplet"]
     manifest = pd.read_csv(d / "raw" / "pets" / "manifest.csv")
-    assert len(train_data.pixels) == len(manifest) and val_data.pixels is train_data.pixels
+    assert len(train_data.pixels) == len(manifest)
+    # Validation is drawn from the validation images only, never from the pool (which holds the test images).
+    assert val_data.pixels is not train_data.pixels and len(val_data.pixels) < len(manifest)
     assert (train_data.anchors == triplets["row"].to_numpy()).all()
     meta = json.loads((d / "models" / "study" / "meta.json").read_text())
     assert meta["triplet_pool"] == "study" and meta["leak"]["test_in_pool"] == 6  # every test image

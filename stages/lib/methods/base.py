@@ -16,7 +16,6 @@ import numpy as np
 from stages.lib.registry import Registry
 
 if TYPE_CHECKING:
-    from stages.lib.params import TrainParams
     from stages.lib.trainer import SplitData
 
 
@@ -71,7 +70,7 @@ class Method:
         self.embed_dim = embed_dim
 
     @classmethod
-    def search_space(cls, params: Any, train: TrainParams) -> dict[str, Range]:
+    def search_space(cls, params: Any, train: Any) -> dict[str, Range]:  # train: the `train` section
         """What `tune` searches for this method, keyed by the param each value replaces
         (`train.<key>` or `<method>.<key>`), given the method's section `params` and `train`: the
         learning rate (a decade either side of `train.lr`) and the weight decay (1e-8 to 1e-2) for
