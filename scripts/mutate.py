@@ -70,7 +70,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "tests/stages/test_own_data.py::test_class_too_small_for_shots_names_the_folder"],
     ),
     "params": (  # the checks, not the YAML reading: the whole file's, each section's, the settings' rules
-        ["stages/lib/params.py", "stages/lib/schema.py"],
+        ["stages/lib/params.py", "stages/lib/sections.py", "stages/lib/schema.py"],
         ["stages.lib.params.x__check*", "stages.lib.params.xǁ*ǁcheck*", "stages.lib.params.x__device_ok*",
          *(f"stages.lib.schema.x_{name}*" for name in ("at_least", "above", "within", "choice", "matches",
                                                       "starts_with", "check_settings")),

@@ -29,7 +29,8 @@ from stages.lib import cli
 from stages.lib.atomic import write_json, write_text
 from stages.lib.errors import PipelineError, stage_main
 from stages.lib.leaks import is_clean
-from stages.lib.summary import (
+from stages.lib.summary import summarise_runs, verdict, with_tuning
+from stages.lib.summary_records import (
     METRICS,
     PERCENT,
     VIEWS,
@@ -38,10 +39,7 @@ from stages.lib.summary import (
     MethodSummary,
     Run,
     ViewStats,
-    summarise_runs,
     summary_json,
-    verdict,
-    with_tuning,
 )
 from stages.lib.tables import read_csv, read_json
 

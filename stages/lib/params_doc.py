@@ -2,7 +2,7 @@
 
 Every setting of a fixed section is one row: its key, its default, what it accepts (the type and
 the rule that `check` applies, in the words of its error message) and its meaning, all read from
-its `setting(...)` field in stages/lib/params.py. A dataset's or method's section is one row per
+its `setting(...)` field in stages/lib/sections.py (or params.py). A dataset's or method's section is one row per
 setting too: from its `setting(...)` fields where its module states them so, else from its
 dataclass (field and type) and params.yaml (value and the comment beside it).
 tests/lib/test_params_doc.py fails when the committed docs/params.md differs from this output.
@@ -35,8 +35,8 @@ INTRO = """\
 # Params
 
 Every knob of `params.yaml`. Back to the [README](../README.md). This page is generated from the
-schema in `stages/lib/params.py` (`python -m stages.lib.params_doc > docs/params.md`); edit the
-schema, not this page.
+schema in `stages/lib/sections.py` and `stages/lib/params.py`
+(`python -m stages.lib.params_doc > docs/params.md`); edit the schema, not this page.
 
 Every knob is in `params.yaml`, checked before any work by the `check` stage, which every other
 stage follows: an unknown key, a wrong type, a value outside its rule (the "accepts" column, in the

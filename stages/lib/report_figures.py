@@ -15,7 +15,7 @@ from stages.lib.plotting import class_colours, method_label, plt
 if TYPE_CHECKING:
     import pandas as pd
 
-    from stages.lib.summary import DatasetSummary
+    from stages.lib.summary_records import DatasetSummary
 
 
 def accuracy_chart(summary: dict[str, DatasetSummary], methods: list[str], seeds: int, shots: int,

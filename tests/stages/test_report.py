@@ -17,7 +17,8 @@ from stages import report
 from stages.lib.errors import PipelineError
 from stages.lib.leaks import no_leak
 from stages.lib.params import params_from_dict
-from stages.lib.summary import METRICS, ONE_SEED, summarise_runs, summary_json
+from stages.lib.summary import ONE_SEED, summarise_runs
+from stages.lib.summary_records import METRICS, summary_json
 from tests.helpers import default_params
 
 CHANCE = {"mean": 0.125, "p95": 0.25, "permutations": 200, "seed": 0}
