@@ -59,9 +59,10 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "-k", f"not one_epoch_of_fit and not {SOURCE_SCAN}"],
     ),
     "data": (  # the data selection only: not the stages' entry points nor `_train`'s metadata, logs and files
-        ["stages/split.py", "stages/train.py"],
-        [f"stages.{name}*" for name in ("split.x_generated_tables", "split.x_list_checks", "train.x_training_data",
-                                         "train.x_training_tables", "train.x_decoded_splits", "train.x__negatives")],
+        ["stages/split.py", "stages/lib/training_data.py"],
+        [f"stages.{name}*" for name in ("split.x_generated_tables", "split.x_list_checks",
+                                         "lib.training_data.x_training_data", "lib.training_data.x_training_tables",
+                                         "lib.training_data.x_decoded_splits", "lib.training_data.x__negatives")],
         ["tests/stages/test_data_path.py", "tests/stages/test_split_shots.py",
          "tests/stages/test_annotations.py::test_generated_split_sizes_test_like_the_study",
          # a CSV's own split column, and the refusals that name your own dataset's folder
@@ -71,7 +72,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     ),
     "params": (  # the checks, not the YAML reading: the whole file's, each section's, the settings' rules
         ["stages/lib/params.py", "stages/lib/sections.py", "stages/lib/schema.py"],
-        ["stages.lib.params.x__check*", "stages.lib.params.xǁ*ǁcheck*", "stages.lib.params.x__device_ok*",
+        ["stages.lib.params.x__check*", "stages.lib.sections.xǁ*ǁcheck*", "stages.lib.sections.x__device_ok*",
          *(f"stages.lib.schema.x_{name}*" for name in ("at_least", "above", "within", "choice", "matches",
                                                       "starts_with", "check_settings")),
          "stages.lib.schema.xǁRuleǁ*"],

@@ -60,9 +60,9 @@ def search(args, params, given: dict) -> dict:
     from stages.lib.models import build_backbone, embedding_size
     from stages.lib.splitdata import read_classes, read_protocol
     from stages.lib.trainer import fit
+    from stages.lib.training_data import decoded_splits, training_tables, validation_scorer
     from stages.lib.tuning import apply_values, space_of, trial_train_params
     from stages.lib.validate import ParamError
-    from stages.train import decoded_splits, training_tables, validation_scorer
     from stages.weights import weights_file
 
     tune = params.tune

@@ -11,7 +11,7 @@ import pytest
 
 from stages.lib.methods.triplet import Triplet, TripletParams, sample_triplets
 from stages.lib.trainer import SplitData
-from stages.train import decoded_splits
+from stages.lib.training_data import decoded_splits
 
 
 def triplet(batch_size: int, n_classes: int = 3, pool: str = "split") -> Triplet:

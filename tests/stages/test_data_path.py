@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from stages import annotations, download, split, train, weights
-from stages.lib import trainer
+from stages.lib import trainer, training_data
 from stages.lib.errors import PipelineError
 from stages.lib.leaks import no_leak
 from stages.lib.methods import METHODS
@@ -233,7 +233,7 @@ def triplet(pool: str) -> Triplet:
 def test_decoded_images_of_another_size_are_refused(tmp_path, pool):
     splits = small_split(tmp_path, size=4)
     with pytest.raises(PipelineError) as error:
-        train.training_data(triplet(pool), splits, tmp_path / "decoded.npy", 8)
+        training_data.training_data(triplet(pool), splits, tmp_path / "decoded.npy", 8)
     assert str(error.value) == f"{tmp_path / 'decoded.npy'} holds 4x4 images but model.image_size is 8; re-run decode"
 
 
@@ -242,7 +242,7 @@ def test_a_pool_out_of_manifest_order_is_refused(tmp_path):
     pool = pd.read_csv(splits / "pool.csv")
     pool.iloc[::-1].to_csv(splits / "pool.csv", index=False)  # the same images and labels, another order
     with pytest.raises(PipelineError) as error:
-        train.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
+        training_data.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
     assert str(error.value) == "pool.csv does not list the download in manifest order; re-run the split stage"
 
 
@@ -251,5 +251,5 @@ def test_a_pool_that_disagrees_on_labels_is_refused(tmp_path):
     table = pd.read_csv(splits / "train.csv")
     table.assign(label=1 - table["label"]).to_csv(splits / "train.csv", index=False)
     with pytest.raises(PipelineError) as error:
-        train.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
+        training_data.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
     assert str(error.value) == "train and pool.csv disagree on labels; re-run the split stage"
