@@ -7,6 +7,7 @@ are fixed by `seed` and the fractions alone, so full and k-shot runs score on th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,21 +63,14 @@ def build_splits(
     when given, replaces round(n * test_fraction) (whole groups: the last one taken may overshoot
     it). Groups are shuffled with `seed`; rows keep the manifest's order.
     """
-    _check_manifest(manifest)
-    classes = sorted(manifest["class"].unique())
-    rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
-    for name in classes:
-        rows = manifest[manifest["class"] == name]
-        sizes = rows.groupby("group").size().to_dict()
-        groups = sorted(sizes)
-        if len(groups) < 3:
+
+    def assign(name: str, n: int, sizes: dict[str, int], shuffled: Callable[[], list[str]]) -> Assigned:
+        if len(sizes) < 3:
             raise PipelineError(
-                f"class {name!r} has {len(rows)} images in {len(groups)} source group(s); "
+                f"class {name!r} has {n} images in {len(sizes)} source group(s); "
                 "at least 3 are needed for train, val and test"
             )
-        order = [groups[i] for i in rng.permutation(len(groups))]
-        n = len(rows)
+        order = shuffled()
         if test_per_class is not None and test_per_class >= n - 1:
             raise PipelineError(
                 f"class {name!r} has {n} images; split.test_per_class={test_per_class} leaves too few for val "
@@ -85,9 +79,33 @@ def build_splits(
         test_size = test_per_class if test_per_class is not None else round(n * test_fraction)
         test, rest = _take_groups(order, sizes, max(1, test_size), keep=2)  # a group each for val and train
         val, rest = _take_groups(rest, sizes, max(1, round(n * val_fraction)), keep=1)
-        for split, chosen in (("test", test), ("val", val), ("train", rest)):
-            for group in chosen:
-                assignment[group] = split
+        return {"test": test, "val": val, "train": rest}
+
+    return _by_groups(manifest, seed, assign)
+
+
+Assigned = dict[str, list[str]]  # split name -> the groups of one class it gets
+
+
+def _by_groups(
+    manifest: pd.DataFrame, seed: int,
+    assign: Callable[[str, int, dict[str, int], Callable[[], list[str]]], Assigned],
+) -> SplitTables:
+    """The split tables of a per-class rule. For each class in sorted order, `assign(name, n images,
+    group sizes, shuffled)` says which of its groups go to which split; `shuffled()` gives the
+    class's groups in a random order drawn from the one `seed` stream (a class that does not call
+    it draws nothing from the stream)."""
+    _check_manifest(manifest)
+    classes = sorted(manifest["class"].unique())
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for name in classes:
+        rows = manifest[manifest["class"] == name]
+        sizes = rows.groupby("group").size().to_dict()
+        groups = sorted(sizes)
+        chosen = assign(name, len(rows), sizes, lambda groups=groups: [groups[i] for i in rng.permutation(len(groups))])
+        for split, taken in chosen.items():
+            assignment.update(dict.fromkeys(taken, split))
     return _split_tables(manifest, classes, assignment)
 
 
@@ -141,28 +159,20 @@ def unseen_splits(
     val_fraction) images (at least one group, leaving one) to val and the rest to train, by whole
     groups shuffled with `seed`; test holds every image of the other classes. Labels index all
     the sorted class names, as under seen."""
-    _check_manifest(manifest)
-    classes = sorted(manifest["class"].unique())
     training = set(train_classes)
-    rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
-    for name in classes:
-        rows = manifest[manifest["class"] == name]
-        sizes = rows.groupby("group").size().to_dict()
-        groups = sorted(sizes)
+
+    def assign(name: str, n: int, sizes: dict[str, int], shuffled: Callable[[], list[str]]) -> Assigned:
         if name not in training:
-            assignment.update(dict.fromkeys(groups, "test"))
-            continue
-        if len(groups) < 2:
+            return {"test": sorted(sizes)}
+        if len(sizes) < 2:
             raise PipelineError(
-                f"class {name!r} has {len(rows)} images in {len(groups)} source group(s); at least 2 are needed "
+                f"class {name!r} has {n} images in {len(sizes)} source group(s); at least 2 are needed "
                 "for train and val (split.classes: unseen)"
             )
-        order = [groups[i] for i in rng.permutation(len(groups))]
-        val, rest = _take_groups(order, sizes, max(1, round(len(rows) * val_fraction)), keep=1)
-        assignment.update(dict.fromkeys(val, "val"))
-        assignment.update(dict.fromkeys(rest, "train"))
-    return _split_tables(manifest, classes, assignment)
+        val, rest = _take_groups(shuffled(), sizes, max(1, round(n * val_fraction)), keep=1)
+        return {"val": val, "train": rest}
+
+    return _by_groups(manifest, seed, assign)
 
 
 def keep_halves(
