@@ -50,6 +50,26 @@ def write_params(path: Path, params: dict[str, Any]) -> Path:
     return path
 
 
+def prepare_synthetic(root: Path, params: dict[str, Any], *, decode: bool = True, weights: bool = True) -> Path:
+    """The `synthetic` dataset downloaded, split, decoded (unless `decode` is False) and its weights
+    written (unless `weights` is False), in-process, under `root` with `params` as root/params.yaml;
+    returns that params file."""
+    from stages import decode as decode_stage
+    from stages import download, split
+    from stages import weights as weights_stage
+
+    root.mkdir(parents=True, exist_ok=True)
+    p = str(write_params(root / "params.yaml", params))
+    download.main(["synthetic", "--params", p, "--out", f"{root}/raw", "--cache", f"{root}/cache"])
+    split.main(["synthetic", "--params", p, "--raw", f"{root}/raw", "--annotations", f"{root}/none",
+                "--out", f"{root}/splits"])
+    if decode:
+        decode_stage.main(["--params", p, "--raw", f"{root}/raw", "--out", f"{root}/decoded.npy"])
+    if weights:
+        weights_stage.main(["--params", p, "--out", f"{root}/pretrained", "--cache", f"{root}/cache/w"])
+    return Path(p)
+
+
 def env() -> dict[str, str]:
     """Environment for subprocesses: the venv's tools first, one thread, no DVC analytics."""
     e = dict(os.environ)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, default_sigint, env, tiny_params, write_params
+from tests.helpers import ROOT, default_sigint, env, prepare_synthetic, tiny_params, write_params
 
 
 def error_line(stderr: str, *, strict: bool = True) -> str:
@@ -82,15 +82,7 @@ def reliability_params(**train: Any) -> dict[str, Any]:
 
 def prepare(root: Path, params: dict[str, Any]) -> Workspace:
     """download, split, decode and weights for `synthetic`, in-process (fast: no imports to pay)."""
-    from stages import decode, download, split, weights
-
-    root.mkdir(parents=True, exist_ok=True)
-    p = str(write_params(root / "params.yaml", params))
-    download.main(["synthetic", "--params", p, "--out", f"{root}/raw", "--cache", f"{root}/cache"])
-    split.main(["synthetic", "--params", p, "--raw", f"{root}/raw", "--out", f"{root}/splits"])
-    decode.main(["--params", p, "--raw", f"{root}/raw", "--out", f"{root}/decoded.npy"])
-    weights.main(["--params", p, "--out", f"{root}/pretrained", "--cache", f"{root}/cache/w"])
-    return Workspace(root, Path(p))
+    return Workspace(root, prepare_synthetic(root, params))
 
 
 @pytest.fixture

@@ -10,20 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import decode, download, embed, evaluate, split, train, weights
+from stages import embed, evaluate, train
 from stages.lib import embedding
-from tests.helpers import tiny_params, write_params
+from tests.helpers import prepare_synthetic, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
 def tiny_split(tmp_path_factory):
     """A tiny synthetic split, decoded, and untrained weights: (folder, params file)."""
     d = tmp_path_factory.mktemp("select")
-    p = str(write_params(d / "params.yaml", tiny_params()))
-    download.main(["synthetic", "--params", p, "--out", f"{d}/raw", "--cache", f"{d}/cache"])
-    split.main(["synthetic", "--params", p, "--raw", f"{d}/raw", "--annotations", f"{d}/none", "--out", f"{d}/splits"])
-    decode.main(["--params", p, "--raw", f"{d}/raw", "--out", f"{d}/decoded.npy"])
-    weights.main(["--params", p, "--out", f"{d}/pretrained", "--cache", f"{d}/cache/w"])
+    prepare_synthetic(d, tiny_params())
     return d
 
 

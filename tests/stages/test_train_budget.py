@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import tiny_params, write_params
+from tests.helpers import prepare_synthetic, tiny_params, write_params
 
 N_TRAIN = 18  # synthetic, 3 classes x 12, test and val fractions 0.25: 6 training images per class
 
@@ -19,14 +19,8 @@ N_TRAIN = 18  # synthetic, 3 classes x 12, test and val fractions 0.25: 6 traini
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """The synthetic dataset split, decoded and with (random) weights, once for the module."""
-    from stages import decode, download, split, weights
-
     d = tmp_path_factory.mktemp("budget")
-    p = str(write_params(d / "params.yaml", tiny_params()))
-    download.main(["synthetic", "--params", p, "--out", f"{d}/raw", "--cache", f"{d}/cache"])
-    split.main(["synthetic", "--params", p, "--raw", f"{d}/raw", "--annotations", f"{d}/none", "--out", f"{d}/splits"])
-    decode.main(["--params", p, "--raw", f"{d}/raw", "--out", f"{d}/decoded.npy"])
-    weights.main(["--params", p, "--out", f"{d}/pretrained", "--cache", f"{d}/cache/w"])
+    prepare_synthetic(d, tiny_params())
     assert len(pd.read_csv(d / "splits/train.csv")) == N_TRAIN
     return d
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import download, split, train, tune, weights
+from stages import train, tune
 from stages.lib import embedding, trainer
 from stages.lib.errors import PipelineError
 from stages.lib.params import params_from_dict
 from stages.lib.tuning import apply_values, given_values, space_of, trial_train_params
-from tests.helpers import ROOT, tiny_params, write_params
+from tests.helpers import ROOT, prepare_synthetic, tiny_params, write_params
 from tests.stages.test_data_path import decode_rows, encode_rows
 
 
@@ -31,11 +31,8 @@ def searched(**changes):
 def tiny(tmp_path_factory):
     """A tiny synthetic split whose decoded images each spell their own manifest row; the weights."""
     d = tmp_path_factory.mktemp("tune")
-    p = str(write_params(d / "params.yaml", tiny_params()))
-    download.main(["synthetic", "--params", p, "--out", f"{d}/raw", "--cache", f"{d}/cache"])
-    split.main(["synthetic", "--params", p, "--raw", f"{d}/raw", "--annotations", f"{d}/none", "--out", f"{d}/splits"])
+    prepare_synthetic(d, tiny_params(), decode=False)
     np.save(d / "decoded.npy", encode_rows(len(pd.read_csv(d / "raw/manifest.csv")), 32))
-    weights.main(["--params", p, "--out", f"{d}/pretrained", "--cache", f"{d}/cache/w"])
     return d
 
 
