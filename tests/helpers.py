@@ -45,6 +45,47 @@ def tiny_params(**overrides: Any) -> dict[str, Any]:
     return p
 
 
+def with_changes(raw: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`raw` with each change applied: `section.name=value` (given as `**{"section.name": value}`)
+    sets that key of the section, a plain `key=value` the top-level key. Returns `raw`."""
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[key] = value
+    return raw
+
+
+def params_error(raw: Any) -> str:
+    """The one-line message with which params_from_dict refuses `raw` (fails if it accepts it)."""
+    import pytest
+
+    from stages.lib.errors import PipelineError
+    from stages.lib.params import params_from_dict
+
+    with pytest.raises(PipelineError) as info:
+        params_from_dict(raw)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def run_evaluate(folder: Path, name: str, raw: dict[str, Any]) -> tuple[dict, Any]:
+    """The evaluate stage on folder/emb.npz with params `raw`: (its metrics, its predictions table),
+    written as folder/<name>.json and .csv."""
+    import json
+
+    import pandas as pd
+
+    from stages import evaluate
+
+    params = write_params(folder / f"{name}.yaml", raw)
+    evaluate.main(["--params", str(params), "--embeddings", str(folder / "emb.npz"),
+                   "--out", str(folder / f"{name}.json"), "--predictions", str(folder / f"{name}.csv")])
+    return json.loads((folder / f"{name}.json").read_text()), pd.read_csv(folder / f"{name}.csv")
+
+
 def write_params(path: Path, params: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

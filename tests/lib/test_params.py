@@ -9,15 +9,7 @@ from stages.lib.datasets import DATASETS
 from stages.lib.errors import PipelineError
 from stages.lib.methods import METHODS
 from stages.lib.params import Params, load_params, params_from_dict
-from tests.helpers import ROOT, default_params, tiny_params, write_params
-
-
-def error_of(raw) -> str:
-    with pytest.raises(PipelineError) as info:
-        params_from_dict(raw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from tests.helpers import ROOT, default_params, params_error, tiny_params, write_params
 
 
 def test_repository_defaults_reproduce_the_study():
@@ -45,19 +37,19 @@ def test_every_registered_dataset_and_method_has_a_section_in_the_defaults():
 
 
 def test_unknown_dataset_names_the_key_and_accepted_values():
-    message = error_of(tiny_params(datasets=["synthetic", "cifar"]))
+    message = params_error(tiny_params(datasets=["synthetic", "cifar"]))
     assert "datasets" in message and "'cifar'" in message
     for name in DATASETS.names():
         assert name in message
 
 
 def test_unknown_method():
-    message = error_of(tiny_params(methods=["triplet", "arcface"]))
+    message = params_error(tiny_params(methods=["triplet", "arcface"]))
     assert "methods" in message and "arcface" in message and "classification" in message
 
 
 def test_negative_shots():
-    assert "shots" in error_of(tiny_params(shots=-1))
+    assert "shots" in params_error(tiny_params(shots=-1))
 
 
 def test_shots_too_large_names_the_real_limit_in_one_step(tmp_path):
@@ -66,10 +58,10 @@ def test_shots_too_large_names_the_real_limit_in_one_step(tmp_path):
     from stages import download, split
 
     raw = tiny_params(shots=99)
-    message = error_of(raw)
+    message = params_error(raw)
     limit = int(message.split("at most ")[1].split()[0])
     assert "for synthetic" in message and limit < raw["sources"]["synthetic"]["per_class"]  # after hold-out
-    assert f"at most {limit}" in error_of(tiny_params(shots=limit + 1))
+    assert f"at most {limit}" in params_error(tiny_params(shots=limit + 1))
     p = str(write_params(tmp_path / "params.yaml", tiny_params(shots=limit)))
     download.main(["synthetic", "--params", p, "--out", f"{tmp_path}/raw", "--cache", f"{tmp_path}/cache"])
     split.main(["synthetic", "--params", p, "--raw", f"{tmp_path}/raw", "--out", f"{tmp_path}/splits"])
@@ -78,7 +70,7 @@ def test_shots_too_large_names_the_real_limit_in_one_step(tmp_path):
 
     digits = tiny_params(datasets=["digits"], shots=175)
     digits["split"].update(test_fraction=0.2, val_fraction=0.1)  # the demo's: digit 8 (174 images) keeps 122
-    assert "at most 122 for digits" in error_of(digits)
+    assert "at most 122 for digits" in params_error(digits)
 
 
 def test_digits_class_sizes_are_scikit_learns():
@@ -93,47 +85,47 @@ def test_digits_class_sizes_are_scikit_learns():
 def test_unknown_keys_at_every_level():
     raw = tiny_params()
     raw["learning_rate"] = 1
-    message = error_of(raw)
+    message = params_error(raw)
     assert "unknown key learning_rate" in message and "train" in message
     raw = tiny_params()
     raw["train"]["lrr"] = 1
-    message = error_of(raw)
+    message = params_error(raw)
     assert "unknown key train.lrr" in message and "lr" in message
     raw = tiny_params()
     raw["sources"]["cifar"] = {}
-    assert "unknown key sources.cifar" in error_of(raw)
+    assert "unknown key sources.cifar" in params_error(raw)
 
 
 def test_wrong_types_and_values():
     raw = tiny_params()
     raw["train"]["epochs"] = "many"
-    assert "train.epochs must be an integer" in error_of(raw)
+    assert "train.epochs must be an integer" in params_error(raw)
     raw = tiny_params()
     raw["train"]["epochs"] = True
-    assert "train.epochs" in error_of(raw)
+    assert "train.epochs" in params_error(raw)
     raw = tiny_params()
     raw["train"]["lr"] = -1
-    assert "train.lr" in error_of(raw)
+    assert "train.lr" in params_error(raw)
     raw = tiny_params()
     raw["train"]["device"] = "tpu"
-    message = error_of(raw)
+    message = params_error(raw)
     assert "train.device" in message and "auto, cpu, cuda" in message
     raw = tiny_params()
     raw["model"]["pretrained"] = "yes"
-    assert "model.pretrained must be true or false" in error_of(raw)
+    assert "model.pretrained must be true or false" in params_error(raw)
     raw = tiny_params()
     raw["split"]["test_fraction"] = 0.6
     raw["split"]["val_fraction"] = 0.5
-    assert "below 1" in error_of(raw)
+    assert "below 1" in params_error(raw)
 
 
 def test_missing_key():
     raw = tiny_params()
     del raw["train"]["lr"]
-    assert "missing key train.lr" in error_of(raw)
+    assert "missing key train.lr" in params_error(raw)
     raw = tiny_params()
     del raw["triplet"]
-    assert "missing key triplet" in error_of(raw)
+    assert "missing key triplet" in params_error(raw)
 
 
 def test_floats_written_by_dvc_are_read_as_numbers():

@@ -5,18 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.lib.errors import PipelineError
 from stages.lib.params import load_params, params_from_dict
 from stages.lib.runs import settings_for
-from tests.helpers import ROOT, tiny_params
-
-
-def error_of(raw) -> str:
-    with pytest.raises(PipelineError) as info:
-        params_from_dict(raw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from tests.helpers import ROOT, params_error, tiny_params
 
 
 def with_runs(entries, **changes):
@@ -83,15 +74,15 @@ def test_an_entry_sets_only_the_runs_it_matches_and_a_later_entry_wins():
 
 
 def test_an_unknown_key_is_refused_in_one_line_naming_the_entry_and_the_accepted_keys():
-    message = error_of(with_runs([{"dataset": "synthetic", "method": "classification", "set": {"batch_sise": 8}}]))
+    message = params_error(with_runs([{"dataset": "synthetic", "method": "classification", "set": {"batch_sise": 8}}]))
     assert message.startswith("params.yaml: unknown key runs[0].set.batch_sise; accepted: epochs, optimizer, lr, ")
     assert message.endswith("val_batch_size, batch_size")
-    message = error_of(with_runs([{"dataset": "synthetic", "set": {"margin": 0.5}}]))  # a method key, no method
+    message = params_error(with_runs([{"dataset": "synthetic", "set": {"margin": 0.5}}]))  # a method key, no method
     assert message.startswith("params.yaml: unknown key runs[0].set.margin; accepted: epochs, ")
     assert message.endswith("val_batch_size (a method's keys need method named)")
-    message = error_of(with_runs([{"dataset": "synthetic", "set": {"device": "cuda"}}]))  # the machine: not per run
+    message = params_error(with_runs([{"dataset": "synthetic", "set": {"device": "cuda"}}]))  # the machine: not per run
     assert message.startswith("params.yaml: unknown key runs[0].set.device; accepted: epochs, ")
-    assert error_of(with_runs([{"dataset": "synthetic", "sets": {}}])) == (
+    assert params_error(with_runs([{"dataset": "synthetic", "sets": {}}])) == (
         "params.yaml: unknown key runs[0].sets; accepted: dataset, method, shots, set")
 
 
@@ -111,7 +102,7 @@ def test_bad_entries_are_one_line_naming_the_key():
         ([{"set": {"val_batch_size": 0}}], "runs[0].set.val_batch_size must be an integer >= 1 or null, got 0"),
     ]
     for entries, start in cases:
-        assert error_of(with_runs(entries)).startswith(f"params.yaml: {start}"), entries
+        assert params_error(with_runs(entries)).startswith(f"params.yaml: {start}"), entries
 
 
 def test_no_runs_key_means_no_entries():

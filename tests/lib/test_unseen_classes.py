@@ -18,7 +18,7 @@ from stages.lib.splits import (
     train_sizes,
     unseen_splits,
 )
-from tests.helpers import tiny_params
+from tests.helpers import tiny_params, with_changes
 
 CLASSES = [f"class{i:02d}" for i in range(9)]
 
@@ -115,13 +115,7 @@ def unseen_params(**changes):
     raw = tiny_params()
     raw["split"]["classes"] = "unseen"
     raw["sources"]["synthetic"]["n_classes"] = 6
-    for key, value in changes.items():
-        section, _, name = key.partition(".")
-        if name:
-            raw[section][name] = value
-        else:
-            raw[key] = value
-    return raw
+    return with_changes(raw, **changes)
 
 
 def test_unseen_params_load_and_seen_is_the_default():

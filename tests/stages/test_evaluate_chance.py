@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import evaluate
 from stages.lib.arrays import save_npz
 from stages.lib.metrics import matched_accuracy
-from tests.helpers import tiny_params, write_params
+from tests.helpers import run_evaluate, tiny_params
 
 
 def write_embeddings(path) -> np.ndarray:
@@ -31,10 +30,7 @@ def write_embeddings(path) -> np.ndarray:
 def run(tmp_path, name: str, bootstrap_seed: int) -> tuple[dict, pd.DataFrame]:
     raw = tiny_params()
     raw["evaluate"]["bootstrap_seed"] = bootstrap_seed
-    params = write_params(tmp_path / f"{name}.yaml", raw)
-    evaluate.main(["--params", str(params), "--embeddings", str(tmp_path / "emb.npz"),
-                   "--out", str(tmp_path / f"{name}.json"), "--predictions", str(tmp_path / f"{name}.csv")])
-    return json.loads((tmp_path / f"{name}.json").read_text()), pd.read_csv(tmp_path / f"{name}.csv")
+    return run_evaluate(tmp_path, name, raw)
 
 
 def naive_chance(labels: np.ndarray, clusters: np.ndarray, seed: int, permutations: int = 200) -> dict:

@@ -13,7 +13,7 @@ import pytest
 
 from stages import evaluate, pictures
 from stages.lib.arrays import save_npz
-from tests.helpers import tiny_params, write_params
+from tests.helpers import run_evaluate, tiny_params
 
 # Test lists as (class, images) blocks in list order, and how many images the study mislabels:
 # 6 per class (15-shot DeFungi's list: 4 of 30); blocks of 5, 2, 7, 3, 6 in a shuffled class order,
@@ -71,10 +71,7 @@ def write_embeddings(path, blocks) -> tuple[np.ndarray, np.ndarray]:
 def run(tmp_path, name: str, labels) -> tuple[dict, pd.DataFrame]:
     raw = tiny_params()
     raw["evaluate"]["labels"] = labels
-    params = write_params(tmp_path / f"{name}.yaml", raw)
-    evaluate.main(["--params", str(params), "--embeddings", str(tmp_path / "emb.npz"),
-                   "--out", str(tmp_path / f"{name}.json"), "--predictions", str(tmp_path / f"{name}.csv")])
-    return json.loads((tmp_path / f"{name}.json").read_text()), pd.read_csv(tmp_path / f"{name}.csv")
+    return run_evaluate(tmp_path, name, raw)
 
 
 @pytest.mark.parametrize("name", LISTS)

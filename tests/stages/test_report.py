@@ -19,7 +19,7 @@ from stages.lib.leaks import no_leak
 from stages.lib.params import params_from_dict
 from stages.lib.summary import ONE_SEED, summarise_runs
 from stages.lib.summary_records import METRICS, summary_json
-from tests.helpers import default_params
+from tests.helpers import default_params, with_changes
 
 CHANCE = {"mean": 0.125, "p95": 0.25, "permutations": 200, "seed": 0}
 
@@ -51,13 +51,7 @@ def write_run(root, dataset, method, seed, correct, *, leak=None, pool=None, sco
 def params(**changes):
     raw = default_params()
     raw.update(datasets=["pets"], methods=["classification", "triplet"], seeds=[0])
-    for key, value in changes.items():
-        section, _, name = key.partition(".")
-        if name:
-            raw[section][name] = value
-        else:
-            raw[key] = value
-    return params_from_dict(raw)
+    return params_from_dict(with_changes(raw, **changes))
 
 
 def summary_of(tmp_path, p):
