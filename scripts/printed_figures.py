@@ -11,6 +11,7 @@ block from what they wrote and compares it with the documents:
     python scripts/printed_figures.py --seeds3     # also the 3-seed leak measurement (docs/results.md)
     python scripts/printed_figures.py --seeds5     # also the demo's 5-seed comparison (docs/results.md)
     python scripts/printed_figures.py --seeds5-only   # only that one: a fresh copy, its command, its blocks
+    python scripts/printed_figures.py --seeds5-only --fair   # and then the fair fight's commands (issue 21)
 
 The demo's blocks need `make demo` and `make demo ARGS="-S shots=15"` (about 3 minutes on 2 quiet
 cores); `--seeds3` adds the two 3-seed experiments of docs/results.md (their commands, verbatim
@@ -51,6 +52,7 @@ NEEDS = {"The study": "a CUDA GPU and the network", "Scaling out": "GPUs, S3 or 
 SKIP = {"make test": "the test suite itself (it runs this)"}
 SEEDS3_HEADING = "**The leak, measured on the demo with 3 seeds.**"
 SEEDS5_HEADING = "**The demo's comparison with 5 seeds.**"
+FAIR_HEADING = "**A fair fight on the demo, 5 seeds.**"
 
 
 class FiguresError(Exception):
@@ -206,6 +208,7 @@ class Runs:
     outputs: dict[str, str] = field(default_factory=dict)  # command -> its output
     seeds3: dict | None = None  # {"split": summary, "study": summary, "compare": compare_runs' result}
     seeds5: dict | None = None  # the 5-seed experiment's report/summary.json `digits`
+    fair: dict | None = None  # experiment -> its report/summary.json `digits`: the 5-seed one, then the fair fight's
 
 
 def pct(x: float) -> str:
@@ -356,15 +359,66 @@ def seeds5_per_seed(r: Runs) -> str:
     return ", ".join(f"seed {seed}: {short(d)}" for seed, d in c["per_seed"].items())
 
 
+def experiment_name(command: str) -> str:
+    """The `-n NAME` of a `make demo ARGS="... -n NAME"` command."""
+    match = re.search(r"-n ([\w.-]+)", command)
+    if match is None:
+        raise FiguresError(f"no experiment name (-n NAME) in {command!r}")
+    return match.group(1)
+
+
+def _setting(name: str, command: str, s: dict) -> str:
+    """A row's first cell: the switch the command sets, and what it came to (the budget's amount,
+    the values the search chose, the classes tested)."""
+    switches = [f"`{m}`" for m in re.findall(r"-S ([\w.]+=[\w\[\],.-]+)", command) if not m.startswith("seeds=")]
+    if not switches:
+        return "the study's settings (the demo's)"
+    label = ", ".join(switches)
+    budget = s["triplet"].get("budget")
+    if budget:
+        label += f": {budget['amount']:,} {budget['kind']} per run, every method"
+    tuned = {m: s[m]["tuned"] for m in ("classification", "triplet") if s[m].get("tuned")}
+    if tuned:
+        def values(v: dict) -> str:
+            return ", ".join(f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}" for k, x in v.items())
+        label += ": " + "; ".join(f"{m} {values(v['values'])}" for m, v in tuned.items())
+    protocol = s["triplet"].get("protocol")
+    if protocol:
+        trained, tested = len(protocol["train_classes"]), len(protocol["test_classes"])
+        label += f": trained on {trained} classes, tested on the other {tested}"
+    return label
+
+
+def fair_table(r: Runs) -> str:
+    """Triplet against classification under each switch of the fair fight, 5 seeds each: each method's
+    K-means accuracy with its interval, and the primary comparison's t-interval over seeds and verdict."""
+    if r.fair is None:
+        raise FiguresError("the fair-fight block needs --fair")
+    commands = {experiment_name(c): c for c in results_commands(heading=SEEDS5_HEADING) + results_commands(
+        heading=FAIR_HEADING)}
+    lines = ["| setting (5 seeds each) | classification | triplet | triplet minus classification, t over seeds | "
+             "verdict |", "| --- | --- | --- | --- | --- |"]
+    for name, s in r.fair.items():
+        c = s["comparisons"]["triplet_vs_classification"]
+        if c["interval"] != "seeds" or c["role"] != "primary":
+            raise FiguresError(f"{name}: not the primary comparison over seeds ({c['role']}, {c['interval']})")
+        cells = [f"{pct(s[m]['kmeans_acc'])} {ci(s[m]['kmeans_acc_ci95'])}" for m in ("classification", "triplet")]
+        lines.append(f"| {_setting(name, commands[name], s)} | {cells[0]} | {cells[1]} | {points(c)} | "
+                     f"{c['verdict']} |")
+    return "\n" + "\n".join(lines) + "\n"
+
+
 RENDER: dict[str, Callable[[Runs], str]] = {
     "demo-results": demo_results, "demo-split": demo_split, "demo-table": demo_table,
     "shots15-transcript": shots15_transcript,
     "seeds3-diff": seeds3_diff, "seeds3-table": seeds3_table, "seeds3-leak": seeds3_leak,
     "seeds3-per-seed": seeds3_per_seed,
     "seeds5-table": seeds5_table, "seeds5-primary": seeds5_primary, "seeds5-per-seed": seeds5_per_seed,
+    "fair-table": fair_table,
 }
 SEEDS3 = {name for name in RENDER if name.startswith("seeds3")}
 SEEDS5 = {name for name in RENDER if name.startswith("seeds5")}
+FAIR = {name for name in RENDER if name.startswith("fair")}
 
 
 def _masked(text: str) -> str:
@@ -464,6 +518,19 @@ def run_seeds5(repo: Path, runs: Runs) -> None:
     runs.seeds5 = json.loads((repo / "report/summary.json").read_text())["digits"]
 
 
+def run_fair(repo: Path, runs: Runs) -> None:
+    """docs/results.md's fair-fight commands, verbatim, after the 5-seed one (in this clone: DVC
+    reuses what they share), then the summary of each experiment, the 5-seed one first."""
+    commands = results_commands(heading=FAIR_HEADING)
+    runs.outputs.update(run_shell(repo, ["source .venv/bin/activate", *commands]))
+    fair = {}
+    for command in results_commands(heading=SEEDS5_HEADING) + commands:
+        name = experiment_name(command)
+        run_shell(repo, ["source .venv/bin/activate", f"dvc exp apply {name}"])
+        fair[name] = json.loads((repo / "report/summary.json").read_text())["digits"]
+    runs.fair = fair
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the blocks that differ")
@@ -471,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds5", action="store_true", help="also the 5-seed blocks (about 10 minutes more)")
     parser.add_argument("--seeds5-only", action="store_true",
                         help="only the 5-seed blocks: their command alone in a fresh copy (about 12 minutes)")
+    parser.add_argument("--fair", action="store_true",
+                        help="also the fair fight's blocks (docs/results.md; after the 5-seed command: about 70 "
+                             "minutes more on 2 cores)")
     parser.add_argument("--keep", type=Path, help="run in this new folder and keep it (default: a temporary one)")
     parser.add_argument("--clone", type=Path,
                         help="a clone (with .venv) where the first --done of the commands already ran: run the rest")
@@ -492,8 +562,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds5 or args.seeds5_only:
             print("running docs/results.md's 5-seed command ...", flush=True)
             run_seeds5(repo, runs)
-        names = set(RENDER) - (set() if args.seeds3 else SEEDS3) - (set() if args.seeds5 else SEEDS5)
-        found = blocks(runs, SEEDS5 if args.seeds5_only else names)
+        if args.fair:
+            print("running docs/results.md's fair-fight commands ...", flush=True)
+            run_fair(repo, runs)
+        names = set(RENDER) - (set() if args.seeds3 else SEEDS3) - (set() if args.seeds5 else SEEDS5) - (
+            set() if args.fair else FAIR)
+        if args.seeds5_only:
+            names = SEEDS5 | (FAIR if args.fair else set())
+        found = blocks(runs, names)
     changed = [b for b in found if b.differs]
     for b in found:
         print(f"{b.path} {b.name}: {'DIFFERS' if b.differs else 'as printed'}")

@@ -149,3 +149,47 @@ def test_the_5_seed_blocks_render_the_primary_question_from_the_summary():
         pf.seeds5_primary(runs)
     with pytest.raises(pf.FiguresError, match="need --seeds5"):
         pf.seeds5_table(pf.Runs(demo={}, split={}))
+
+
+def test_the_fair_fight_table_names_each_switch_and_what_it_came_to():
+    """The fair-fight block from hand-made summaries: one row per experiment of the 5-seed and the
+    fair-fight commands, each naming its switch and what it came to (the budget's amount, the values
+    the search chose, the classes trained on and tested), each method's accuracy with its interval,
+    and the primary comparison's interval and verdict; a one-seed comparison is refused."""
+    def summary(difference, **triplet):
+        def method(acc, **extra):
+            return {"kmeans_acc": acc, "kmeans_acc_ci95": [acc - 0.02, acc + 0.02], **extra}
+
+        return {"classification": method(0.9, **{k: v for k, v in triplet.items() if k == "tuned"}),
+                "triplet": method(0.9 + difference, **triplet),
+                "comparisons": {"triplet_vs_classification": {
+                    "difference": difference, "ci95": [difference - 0.03, difference + 0.03], "interval": "seeds",
+                    "role": "primary", "seeds": 5, "verdict": f"verdict {difference}"}}}
+
+    commands = pf.results_commands(heading=pf.FAIR_HEADING)
+    assert [pf.experiment_name(c) for c in commands] == ["fair-images", "fair-select", "fair-tuned", "fair-unseen"]
+    assert all(c.startswith('make demo ARGS="-S seeds=[0,1,2,3,4] -S ') for c in commands)
+    assert "fair-table" in {m.group("name") for m in pf.MARK.finditer(pf.ROOT.joinpath("docs/results.md").read_text())}
+    fair = {"seeds5": summary(-0.05),
+            "fair-images": summary(-0.04, budget={"kind": "images", "amount": 15108}),
+            "fair-select": summary(-0.03),
+            "fair-tuned": summary(0.01, tuned={"values": {"lr": 0.0012345, "margin": 0.5}}),
+            "fair-unseen": summary(0.02, protocol={"train_classes": list("abcde"), "test_classes": list("fghij")})}
+    rows = pf.fair_table(pf.Runs(demo={}, split={}, fair=fair)).strip().splitlines()[2:]
+    assert rows == [
+        "| the study's settings (the demo's) | 90.0% [88.0, 92.0] | 85.0% [83.0, 87.0] | -5.0 points [-8.0, -2.0] | "
+        "verdict -0.05 |",
+        "| `train.budget=images`: 15,108 images per run, every method | 90.0% [88.0, 92.0] | 86.0% [84.0, 88.0] | "
+        "-4.0 points [-7.0, -1.0] | verdict -0.04 |",
+        "| `train.select=val_kmeans` | 90.0% [88.0, 92.0] | 87.0% [85.0, 89.0] | -3.0 points [-6.0, +0.0] | "
+        "verdict -0.03 |",
+        "| `tune.trials=8`: classification lr 0.00123, margin 0.5; triplet lr 0.00123, margin 0.5 | "
+        "90.0% [88.0, 92.0] | 91.0% [89.0, 93.0] | +1.0 points [-2.0, +4.0] | verdict 0.01 |",
+        "| `split.classes=unseen`: trained on 5 classes, tested on the other 5 | 90.0% [88.0, 92.0] | "
+        "92.0% [90.0, 94.0] | +2.0 points [-1.0, +5.0] | verdict 0.02 |",
+    ]
+    fair["fair-select"]["comparisons"]["triplet_vs_classification"]["interval"] = "images"
+    with pytest.raises(pf.FiguresError, match="fair-select: not the primary comparison over seeds"):
+        pf.fair_table(pf.Runs(demo={}, split={}, fair=fair))
+    with pytest.raises(pf.FiguresError, match="needs --fair"):
+        pf.fair_table(pf.Runs(demo={}, split={}))
