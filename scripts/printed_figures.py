@@ -12,6 +12,7 @@ block from what they wrote and compares it with the documents:
     python scripts/printed_figures.py --seeds5     # also the demo's 5-seed comparison (docs/results.md)
     python scripts/printed_figures.py --seeds5-only   # only that one: a fresh copy, its command, its blocks
     python scripts/printed_figures.py --seeds5-only --fair   # and then the fair fight's commands (issue 21)
+    python scripts/printed_figures.py --fair-only --clone DIR   # only those, where the 5-seed one ran
 
 The demo's blocks need `make demo` and `make demo ARGS="-S shots=15"` (about 3 minutes on 2 quiet
 cores); `--seeds3` adds the two 3-seed experiments of docs/results.md (their commands, verbatim
@@ -529,6 +530,8 @@ def run_fair(repo: Path, runs: Runs) -> None:
         run_shell(repo, ["source .venv/bin/activate", f"dvc exp apply {name}"])
         fair[name] = json.loads((repo / "report/summary.json").read_text())["digits"]
     runs.fair = fair
+    if runs.seeds5 is None:  # the 5-seed blocks come with it
+        runs.seeds5 = fair[experiment_name(results_commands(heading=SEEDS5_HEADING)[0])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fair", action="store_true",
                         help="also the fair fight's blocks (docs/results.md; after the 5-seed command: about 70 "
                              "minutes more on 2 cores)")
+    parser.add_argument("--fair-only", action="store_true",
+                        help="only the fair fight's blocks: after the 5-seed command in a fresh copy, or in --clone "
+                             "where it already ran")
     parser.add_argument("--keep", type=Path, help="run in this new folder and keep it (default: a temporary one)")
     parser.add_argument("--clone", type=Path,
                         help="a clone (with .venv) where the first --done of the commands already ran: run the rest")
@@ -549,26 +555,26 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="printed_figures.") as tmp:
         work = args.keep or Path(tmp)
         repo = args.clone.resolve() if args.clone else fresh_copy(work / "clone")
-        if args.seeds5_only:
+        if args.seeds5_only or args.fair_only:
             runs = Runs(demo={}, split={})
         else:
             commands = demo_commands()
             print(f"running the README's commands in {repo}: {commands[args.done:]} ...", flush=True)
             setup = ["source .venv/bin/activate"] if args.done > commands.index("source .venv/bin/activate") else []
             runs = read_runs(repo, run_shell(repo, [*setup, *commands[args.done:]]))
-        if args.seeds3 and not args.seeds5_only:
+        if args.seeds3 and not (args.seeds5_only or args.fair_only):
             print("running docs/results.md's 3-seed commands ...", flush=True)
             run_seeds3(repo, runs)
-        if args.seeds5 or args.seeds5_only:
+        if args.seeds5 or args.seeds5_only or (args.fair_only and not args.clone):
             print("running docs/results.md's 5-seed command ...", flush=True)
             run_seeds5(repo, runs)
-        if args.fair:
+        if args.fair or args.fair_only:
             print("running docs/results.md's fair-fight commands ...", flush=True)
             run_fair(repo, runs)
         names = set(RENDER) - (set() if args.seeds3 else SEEDS3) - (set() if args.seeds5 else SEEDS5) - (
             set() if args.fair else FAIR)
-        if args.seeds5_only:
-            names = SEEDS5 | (FAIR if args.fair else set())
+        if args.seeds5_only or args.fair_only:
+            names = (SEEDS5 if runs.seeds5 is not None else set()) | (FAIR if args.fair or args.fair_only else set())
         found = blocks(runs, names)
     changed = [b for b in found if b.differs]
     for b in found:
