@@ -36,9 +36,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The README's commands verbatim in a fresh copy, and every printed demo figure against the code
-# (two whole demos: about 8 minutes on 2 cores, too long for `make test`): scripts/printed_figures.py.
+# (scripts/printed_figures.py): the part of `make test` that checks them, alone.
 figures: $(STAMP)
-	PRINTED_FIGURES=1 $(BIN)/python -m pytest -q tests/test_printed_figures.py
+	$(BIN)/python -m pytest -q tests/test_pipeline_e2e.py tests/test_printed_figures.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check stages tests benchmarks scripts

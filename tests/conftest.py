@@ -12,6 +12,9 @@ import pytest
 # slower (a 2-epoch train of the tiny model: 22 s against 11 s on 2 busy cores). Subprocesses get
 # the same from tests.helpers.env(). A value already set is kept.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The README's demo chain (tests/test_pipeline_e2e.py) runs with 2 threads beside the other worker:
+# threads that wait sleep instead of spinning on the cores the others need (the results are the same).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tests.helpers import tiny_params, write_params
 

@@ -1,33 +1,17 @@
 """The README holds on a fresh clone: its shell commands that need no network run verbatim, in order,
 in a shell that has not activated `.venv`, and every figure about the demo that README.md and
 docs/results.md print (numbers, intervals, tables) is what the current code computes on the demo's
-configuration (`scripts/printed_figures.py`, which `--write`s them again)."""
+configuration (`scripts/printed_figures.py`, which `--write`s them again). The README's demo chain
+itself runs once, in tests/test_pipeline_e2e.py, which checks the demo's figures on its outputs."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 
 from scripts import printed_figures as pf
-
-DEMO_BLOCKS = {"demo-results", "demo-split", "demo-table", "shots15-transcript"}
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """A fresh copy after the README's commands: `make demo`, `source .venv/bin/activate`, `make demo
-    ARGS="-S shots=15"`, `dvc exp diff`, `dvc exp show`, `dvc plots show`, `dvc exp apply demo`.
-
-    Two whole demos (about 9 CPU minutes) do not fit `make test`'s 15 minutes on 2 cores beside the
-    rest: they run under `make figures` (PRINTED_FIGURES=1), not `make test`."""
-    if os.environ.get("PRINTED_FIGURES") != "1":
-        pytest.skip("the README's demo chain runs under `make figures` (PRINTED_FIGURES=1), not `make test`")
-    repo = pf.fresh_copy(tmp_path_factory.mktemp("figures") / "clone")
-    outputs = pf.run_shell(repo, pf.demo_commands(), timeout=1800)
-    return repo, pf.read_runs(repo, outputs)
 
 
 def test_every_readme_command_runs_here_or_needs_what_this_machine_lacks():
@@ -56,38 +40,6 @@ def test_a_fresh_shell_finds_dvc_only_once_venv_is_activated(tmp_path):
         pf.run_shell(repo, ["dvc version"])
     [(_, out)] = pf.run_shell(repo, ["source .venv/bin/activate && dvc version"])
     assert "DVC version" in out
-
-
-def test_the_readme_commands_run_verbatim_in_a_fresh_clone(demo):
-    repo, runs = demo
-    made = runs.outputs["make demo"]
-    assert "Recorded as experiment `demo`" in made and "source .venv/bin/activate" in made
-    diff = runs.outputs["dvc exp diff demo demo-shots15"]
-    assert re.search(r"metrics/digits/triplet/seed0\.json\s+kmeans_acc\s+0\.\d+\s+0\.\d+", diff)
-    assert re.search(r"params\.yaml\s+shots\s+0\s+15\s+15", diff)
-    assert "Changes for experiment 'demo' have been applied" in runs.outputs["dvc exp apply demo"]
-    assert (repo / "dvc_plots/index.html").is_file()
-    shown = runs.outputs[pf.SHOW_MD]
-    assert re.search(r"\[demo-shots15\] +\| 0\.\d+ ", shown) and re.search(r"\[demo\] +\| 0\.\d+ ", shown)
-
-
-def test_every_printed_figure_about_the_demo_is_what_the_code_computes(demo):
-    _, runs = demo
-    found = pf.blocks(runs, DEMO_BLOCKS)
-    assert sorted(b.name for b in found) == sorted(DEMO_BLOCKS)
-    stale = [f"{b.path} {b.name}:\n  printed:  {b.printed.strip()}\n  computed: {b.computed.strip()}"
-             for b in found if b.differs]
-    assert not stale, "run `python scripts/printed_figures.py --write`:\n" + "\n".join(stale)
-
-
-def test_the_3_seed_figures_hold_the_demos_seed_0(demo):
-    """Seed 0 of the 3-seed experiment `seeds3` is the demo's run: where docs/results.md prints it, it
-    is the demo's number (the rest of those blocks: `printed_figures.py --seeds3`)."""
-    _, runs = demo
-    text = pf.ROOT.joinpath("docs/results.md").read_text()
-    diff = next(m.group("body") for m in pf.MARK.finditer(text) if m.group("name") == "seeds3-diff")
-    seed0 = re.search(r"metrics/digits/triplet/seed0\.json\s+kmeans_acc\s+(\S+)\s", diff).group(1)
-    assert float(seed0) == pytest.approx(runs.demo["triplet"]["kmeans_acc"], abs=5e-6)
 
 
 def test_a_command_past_its_time_limit_is_stopped_with_all_it_started(tmp_path):

@@ -5,6 +5,7 @@ shared with a second clone through a bare git repository and a local-folder DVC 
 be), which takes it without training anything.
 
 Its own repository (one method, triplet), so that pytest-xdist runs it beside tests/test_pipeline_e2e.py.
+The study's pool (`triplet.pool: study`, one of the two runs) also shows its leak in `dvc exp diff` and the report.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ def test_a_queued_pair_runs_on_two_workers_reusing_the_shared_stages_and_dvc_sho
 def test_an_experiment_pushed_from_one_clone_is_pulled_and_applied_in_another_without_training(repo, queued):
     root, name = repo.parent, "study-pool"
     run(["dvc", "exp", "apply", name], repo)  # to compare A's files with B's below
+    # `triplet.pool: study` (the study's sampling, test images in the pool): the leak is counted,
+    # diffed against the clean run and reported.
+    diff = json.loads(run(["dvc", "exp", "diff", "margin", name, "--json"], repo).stdout)["metrics"]
+    assert diff[METRICS]["leak.test_in_pool"] == {"old": 0, "new": 9, "diff": 9}
+    summary = (repo / "report/summary.md").read_text()
+    assert "triplet is not clean" in summary and "9 test images were in the pool" in summary
     run(["git", "push", "-q", "origin", "main"], repo)
     pushed = run(["dvc", "exp", "push", "origin", name], repo).stdout
     assert f"Pushed experiment {name}" in pushed, pushed
