@@ -385,10 +385,15 @@ def experiment_name(command: str) -> str:
     return match.group(1)
 
 
+def _switches(command: str) -> list[str]:
+    """The `-S key=value` of a command, as `key=value` in backticks, the seeds left out."""
+    return [f"`{m}`" for m in re.findall(r"-S ([\w.]+=[\w\[\],.-]+)", command) if not m.startswith("seeds=")]
+
+
 def _setting(name: str, command: str, s: dict) -> str:
     """A row's first cell: the switch the command sets, and what it came to (the budget's amount,
     the values the search chose, the classes tested)."""
-    switches = [f"`{m}`" for m in re.findall(r"-S ([\w.]+=[\w\[\],.-]+)", command) if not m.startswith("seeds=")]
+    switches = _switches(command)
     if not switches:
         return "the study's settings (the demo's)"
     label = ", ".join(switches)
@@ -416,7 +421,11 @@ def fair_table(r: Runs) -> str:
         heading=FAIR_HEADING)}
     lines = ["| setting (5 seeds each) | classification | triplet | triplet minus classification, t over seeds | "
              "verdict |", "| --- | --- | --- | --- | --- |"]
-    for name, s in r.fair.items():
+    for name, command in commands.items():
+        if name not in r.fair:  # not run (yet): its row says so
+            lines.append(f"| {', '.join(_switches(command))} | not measured yet | | | |")
+            continue
+        s = r.fair[name]
         c = s["comparisons"]["triplet_vs_classification"]
         if c["interval"] != "seeds" or c["role"] != "primary":
             raise FiguresError(f"{name}: not the primary comparison over seeds ({c['role']}, {c['interval']})")
