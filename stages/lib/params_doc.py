@@ -151,6 +151,7 @@ def markdown(shipped: dict | None = None) -> str:
     for name in METHODS.names():
         lines += section_rows(METHODS.get(name).params_type, name, shipped.get(name), comments)
     lines += ["", *runs_section(shipped.get("runs") or [])]
+    lines += ["", COSTS]
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +171,43 @@ T_max 100, eta_min 5e-6 are the same in all eight: the general `train` values);
 value changed with `-S` (`-S classification.batch_size=64`) does not reach a run that an entry
 sets that key for: change the entry (`-S runs.0.set.batch_size=64`, the first entry) or empty
 the list (`-S 'runs=[]'`).
+"""
+
+
+# What each setting for a fair fight costs: (setting, the demo measured, the study estimated).
+COST_ROWS = [
+    ("the defaults", "32 min (a fresh copy: the data stages included)",
+     "6.9 GPU-hours on an RTX 3090 (1.7 to 2.7 on an H100, an assumption); 15 per class: 0.7"),
+    ("`train.budget: images`", "22 min", "x 0.52 (triplet passes a third of its images); 15 per class: x 0.70"),
+    ("`train.budget: steps`", "not measured",
+     "x 1.0 (pets' classification batch of 32 gives triplet twice its images, DeFungi's 128 half); "
+     "15 per class: x 0.92"),
+    ("`train.select: val_*`", "not measured cleanly (stopped by a time limit, resumed beside other runs)",
+     "x 1.02 (an embedding pass over the validation images each epoch); 15 per class: x 1.20"),
+    ("`tune.trials: N`", "not measured (stopped after 15 min, still in its search)",
+     "x (1 + N x `tune.epochs` / (seeds x epochs)) at most (pruning stops trials early): 8 trials of 10 epochs "
+     "beside 5 seeds of 100, x 1.16"),
+    ("`split.classes: unseen`", "42 min beside the test suite and another demo: an upper bound",
+     "x 0.5 (half the classes trained on)"),
+]
+COSTS = """\
+## What the settings for a fair fight cost
+
+The default `dvc repro` is the study's setup and cost: `train.budget: epochs`, `train.select:
+loss`, `tune.trials: 0`, `split.classes: seen`. Each switch that puts the methods on equal terms
+([methods.md](methods.md)) changes what is trained:
+
+| setting | the demo, 5 seeds (measured) | the study, 5 seeds (an estimate) |
+| --- | --- | --- |
+""" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in COST_ROWS) + """
+
+The study's column multiplies the estimate of
+[results.md](results.md#what-the-study-command-costs-an-estimate) (timm's published
+`convnext_tiny` training speed: no GPU has been measured by this project) by the image passes each
+setting changes, with the study's per-run batch sizes (`runs`) and split sizes. The demo's column
+is the wall time of each command of results.md's 5-seed comparison and fair fight (`make demo
+ARGS="-S seeds=[0,1,2,3,4] ..."`) on this project's 2-core machine, on 2026-12-05 with other work
+sharing the cores (load average 1.7 to 3 for the first two rows, 4 to 6 after).
 """
 
 
