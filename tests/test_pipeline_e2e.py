@@ -181,7 +181,10 @@ def test_the_demo_runs_every_stage_once_and_the_numbers_agree_from_stage_to_stag
 
 def test_a_k_shot_experiment_reruns_from_the_split_and_dvc_compares_it_with_the_demo(readme):
     before, after = readme.demo, readme.shots15
-    assert ran(readme.runs.outputs[MAKE_SHOTS15]) == {"check", "split@digits", *TUNE, *chains(), "report"}
+    # The untrained network (`pretrained`) comes out of its train stage the same whatever the training
+    # split, and the test set is the same: DVC reuses its embeddings and scores.
+    reused = {"embed@digits-pretrained-0", "evaluate@digits-pretrained-0"}
+    assert ran(readme.runs.outputs[MAKE_SHOTS15]) == {"check", "split@digits", *TUNE, *chains(), "report"} - reused
     train = list(csv.DictReader(io.StringIO(after.splits["train"].decode())))
     assert sorted(r["label"] for r in train) == sorted(str(c) for c in range(10) for _ in range(15))
     assert (after.splits["test"], after.splits["val"]) == (before.splits["test"], before.splits["val"])
