@@ -174,7 +174,8 @@ def shell_env() -> dict[str, str]:
 
 def run_shell(repo: Path, commands: list[str], timeout: float = 3600) -> list[tuple[str, str]]:
     """Run `commands` one after the other in one bash process (`source` carries over), stopping at
-    the first that fails; (command, its output) for each."""
+    the first that fails; (command, its output) for each. `timeout` is per command: the whole gets
+    `timeout` x the number of commands (a list of four 5-seed demos once ran past one hour)."""
     marker = "@@figures-command@@"
     script = ["set -e"]
     for i, command in enumerate(commands):
@@ -184,7 +185,7 @@ def run_shell(repo: Path, commands: list[str], timeout: float = 3600) -> list[tu
     proc = subprocess.Popen(["bash", "-c", "\n".join(script)], cwd=repo, env=shell_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=timeout * max(1, len(commands)))
     except subprocess.TimeoutExpired:
         stop_group(proc)
         raise

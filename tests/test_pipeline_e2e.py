@@ -96,7 +96,7 @@ def readme(tmp_path_factory) -> Readme:
     demo = snapshot(repo)
     outputs += pf.run_shell(repo, commands[1:3], timeout=3600)
     shots15 = snapshot(repo)
-    outputs += pf.run_shell(repo, [ACTIVATE, *commands[3:]], timeout=1800)[1:]  # a new shell: activate again
+    outputs += pf.run_shell(repo, [ACTIVATE, *commands[3:]], timeout=600)[1:]  # a new shell: activate again
     return Readme(repo, pf.read_runs(repo, outputs), demo, shots15)
 
 
