@@ -391,7 +391,7 @@ def _switches(command: str) -> list[str]:
     return [f"`{m}`" for m in re.findall(r"-S ([\w.]+=[\w\[\],.-]+)", command) if not m.startswith("seeds=")]
 
 
-def _setting(name: str, command: str, s: dict) -> str:
+def _setting(command: str, s: dict) -> str:
     """A row's first cell: the switch the command sets, and what it came to (the budget's amount,
     the values the search chose, the classes tested)."""
     switches = _switches(command)
@@ -431,7 +431,7 @@ def fair_table(r: Runs) -> str:
         if c["interval"] != "seeds" or c["role"] != "primary":
             raise FiguresError(f"{name}: not the primary comparison over seeds ({c['role']}, {c['interval']})")
         cells = [f"{pct(s[m]['kmeans_acc'])} {ci(s[m]['kmeans_acc_ci95'])}" for m in ("classification", "triplet")]
-        lines.append(f"| {_setting(name, commands[name], s)} | {cells[0]} | {cells[1]} | {points(c)} | "
+        lines.append(f"| {_setting(command, s)} | {cells[0]} | {cells[1]} | {points(c)} | "
                      f"{c['verdict']} |")
     return "\n" + "\n".join(lines) + "\n"
 
