@@ -63,3 +63,25 @@ def test_the_chance_level_is_seeded_and_refuses_too_few_permutations():
         permuted_accuracies(labels, clusters[:-1])
     with pytest.raises(ValueError, match="permutations must be >= 1"):
         permuted_accuracies(labels, clusters, permutations=0)
+
+
+def test_a_test_set_of_one_or_two_images_and_a_single_permutation():
+    """The smallest inputs: two images in two clusters, where a permutation that swaps them leaves
+    a cell of the last table empty, each permutation count from 1, against the naive loop; one image
+    is always matched."""
+    labels, clusters = np.array([0, 1]), np.array([0, 1])
+    for permutations in range(1, 9):
+        assert permuted_accuracies(labels, clusters, permutations=permutations, seed=permutations) == \
+            pytest.approx(naive(labels, clusters, permutations, permutations))
+    assert permuted_accuracies(np.array([4]), np.array([9]), permutations=3).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="equal-length 1-D"):
+        permuted_accuracies(np.array([]), np.array([]))
+
+
+def test_the_default_seed_is_0_and_the_seed_given_is_the_one_used():
+    rng = np.random.default_rng(6)
+    labels, clusters = rng.integers(5, size=40), rng.integers(5, size=40)
+    assert np.array_equal(permuted_accuracies(labels, clusters, permutations=30),
+                          naive(labels, clusters, 30, 0))
+    assert chance_level(labels, clusters) == chance_level(labels, clusters, seed=0)
+    assert chance_level(labels, clusters, seed=7)["mean"] == pytest.approx(naive(labels, clusters, 200, 7).mean())

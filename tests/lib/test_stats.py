@@ -197,8 +197,10 @@ def test_the_t_interval_covers_and_the_percentile_bootstrap_over_three_seeds_doe
 def test_bad_seed_differences_are_errors():
     with pytest.raises(ValueError, match="non-empty 1-D"):
         seed_interval([])
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="^per-seed differences must be finite numbers$"):
         seed_interval([0.1, float("nan")])
+    with pytest.raises(ValueError, match="confidence must be between 0 and 1, got 0"):
+        seed_interval([0.1, 0.2], confidence=0)
     with pytest.raises(ValueError, match="confidence"):
         seed_interval([0.1, 0.2], confidence=1.0)
 
@@ -248,8 +250,10 @@ def test_holm_on_worked_examples():
     for m in (2, 5, 12):
         p = list(rng.random(m) ** 3)
         assert holm(p) == pytest.approx(naive_holm(p))
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(ValueError, match="^p-values must be numbers between 0 and 1$"):
         holm([0.1, 1.5])
+    with pytest.raises(ValueError, match=r"^need a 1-D array of p-values, got shape \(1, 2\)$"):
+        holm([[0.1, 0.2]])
 
 
 def test_secondary_comparisons_are_adjusted_together():
@@ -273,3 +277,27 @@ def test_secondary_comparisons_are_adjusted_together():
     assert out["one"]["p_holm"] is None and out["one"]["claim"] is None and out["one"]["ci_simultaneous"] is None
     # The simultaneous interval is wider than the single one.
     assert out["c"]["ci_simultaneous"][0] < out["c"]["ci95"][0] and out["c"]["ci_simultaneous"][1] > out["c"]["ci95"][1]
+
+
+def test_a_secondary_loss_is_signed_and_the_untested_keep_their_place():
+    """A comparison clearly below 0 after Holm gets sign -1; a one-seed comparison listed first
+    neither stops the others nor counts among them; an adjusted p-value equal to alpha is not
+    significant (strictly below)."""
+    differences = {"one": [0.3], "loss": [-0.05, -0.06, -0.055, -0.052], "gain": [0.04, 0.045, 0.05]}
+    out = secondary(differences)
+    assert list(out) == ["one", "loss", "gain"]
+    assert out["one"]["comparisons"] == 2 and out["one"]["sign"] == 0 and out["one"]["p_holm"] is None
+    assert out["loss"]["sign"] == -1 and out["gain"]["sign"] == 1 and out["loss"]["comparisons"] == 2
+    at = out["loss"]["p_holm"]
+    assert secondary(differences, alpha=at)["loss"]["sign"] == 0
+    assert secondary(differences, alpha=at * 1.000001)["loss"]["sign"] == -1
+
+
+def test_right_and_wrong_vectors_may_be_booleans():
+    """evaluate passes per-image right/wrong as booleans: the difference of two is -1, 0 or +1."""
+    a = np.array([True, True, False, True, False, True])
+    b = np.array([False, True, False, False, True, False])
+    r = paired_difference(a, b, resamples=500, seed=0)
+    assert r["difference"] == pytest.approx(2 / 6)
+    assert r == paired_difference(a.astype(float), b.astype(float), resamples=500, seed=0)
+    assert paired_difference(b, a, resamples=500, seed=0)["difference"] == pytest.approx(-2 / 6)

@@ -62,7 +62,7 @@ def test_bad_input_is_refused():
         study_labels([])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         study_labels([1, 2], batch_size=0)
-    with pytest.raises(ValueError, match="at least one test image"):
+    with pytest.raises(ValueError, match="^need at least one test image$"):
         sorted_list_counts([("a", 0)])
 
 
@@ -88,3 +88,20 @@ def test_evaluate_labels_picks_the_true_labels_or_the_studys():
     for how in (False, "mine", 1):
         with pytest.raises(ValueError, match="evaluate.labels must be true or study"):
             scoring_labels(labels, how)
+
+
+def test_a_plot_may_lack_a_class_or_show_one_the_test_set_lacks():
+    """A class that starts no batch has no points; a plot may show a label the test set has none of.
+    Every point beyond a class's true count is one mislabelled image."""
+    assert fewest_mislabelled({"a": 8, "c": 4}, {"a": 6, "b": 6}) == 6  # 2 extra a, 4 c that are not c
+    assert fewest_mislabelled({"a": 12}, {"a": 6, "b": 6}) == 6
+    assert fewest_mislabelled({"x": 2, "a": 2}, {"a": 4}) == 2
+
+
+def test_other_batch_sizes_reach_every_function():
+    assert sorted_list_counts([("a", 3), ("b", 3)], batch_size=2) == {"points": {"a": 4, "b": 2}, "mislabelled": 1}
+    from stages.lib.study_scoring import study_accuracy
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    r = study_accuracy(labels, labels, batch_size=2)  # batches (0 0) (0 1) (1 1): image 3 gets 0
+    assert r == {"kmeans_acc": 1.0, "kmeans_acc_study": pytest.approx(5 / 6), "mislabelled": 1}
