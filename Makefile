@@ -17,9 +17,10 @@ before the \`dvc\` commands (or call them as .venv/bin/dvc)"
 setup: $(STAMP)
 	$(ACTIVATE)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/dvc_quiet.pth
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	cp scripts/dvc_quiet.pth "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
 	$(BIN)/python -c 'from stages.umap import warm_up; warm_up()'  # numba compiles umap-learn once
 	@touch $(STAMP)
 
