@@ -10,10 +10,10 @@ block from what they wrote and compares it with the documents:
     python scripts/printed_figures.py --write      # rewrite the blocks that differ
     python scripts/printed_figures.py --seeds3     # also the 3-seed leak measurement (docs/results.md)
     python scripts/printed_figures.py --seeds5     # also the demo's 5-seed comparison (docs/results.md)
-    python scripts/printed_figures.py --seeds5-only   # only that one: a fresh copy, its command, its blocks
-    python scripts/printed_figures.py --seeds5-only --fair   # and then the fair fight's commands (issue 21)
-    python scripts/printed_figures.py --fair-only --clone DIR   # only those, where the 5-seed one ran
-    python scripts/printed_figures.py --seeds3-only --clone DIR   # only the 3-seed ones (reusing DIR's runs)
+    python scripts/printed_figures.py --only seeds5   # only that one: a fresh copy, its command, its blocks
+    python scripts/printed_figures.py --only seeds5 fair   # and then the fair fight's commands (issue 21)
+    python scripts/printed_figures.py --only fair --clone DIR   # only those, where the 5-seed one ran
+    python scripts/printed_figures.py --only seeds3 --clone DIR   # only the 3-seed ones (reusing DIR's runs)
 
 The demo's blocks need `make demo` and `make demo ARGS="-S shots=15"` (about 3 minutes on 2 quiet
 cores); `--seeds3` adds the two 3-seed experiments of docs/results.md (their commands, verbatim
@@ -447,6 +447,7 @@ RENDER: dict[str, Callable[[Runs], str]] = {
 SEEDS3 = {name for name in RENDER if name.startswith("seeds3")}
 SEEDS5 = {name for name in RENDER if name.startswith("seeds5")}
 FAIR = {name for name in RENDER if name.startswith("fair")}
+GROUPS = ("seeds3", "seeds5", "fair")  # the blocks beyond the demo's, each from its own commands
 
 
 def _masked(text: str) -> str:
@@ -561,52 +562,52 @@ def run_fair(repo: Path, runs: Runs) -> None:
         runs.seeds5 = fair[experiment_name(results_commands(heading=SEEDS5_HEADING)[0])]
 
 
+def steps(groups: set[str], *, only: bool, clone: bool) -> list[str]:
+    """What to run, in order: the README's demo commands (unless `only`), then each group's commands;
+    the fair fight starts from the 5-seed experiment, so a fresh copy runs that first (a --clone
+    already has it)."""
+    todo = [] if only else ["demo"]
+    todo += [g for g in GROUPS if g in groups or (g == "seeds5" and "fair" in groups and not clone)]
+    return todo
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the blocks that differ")
     parser.add_argument("--seeds3", action="store_true", help="also the 3-seed blocks (about 40 minutes more)")
     parser.add_argument("--seeds5", action="store_true", help="also the 5-seed blocks (about 10 minutes more)")
-    parser.add_argument("--seeds5-only", action="store_true",
-                        help="only the 5-seed blocks: their command alone in a fresh copy (about 12 minutes)")
     parser.add_argument("--fair", action="store_true",
                         help="also the fair fight's blocks (docs/results.md; after the 5-seed command: about 70 "
                              "minutes more on 2 cores)")
-    parser.add_argument("--seeds3-only", action="store_true",
-                        help="only the 3-seed blocks: their commands in --clone (where DVC can reuse the demo's and "
-                             "the 5-seed runs) or in a fresh copy")
-    parser.add_argument("--fair-only", action="store_true",
-                        help="only the fair fight's blocks: after the 5-seed command in a fresh copy, or in --clone "
-                             "where it already ran")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=[],
+                        help="only these blocks, without the README's demo commands: seeds3 (its commands in "
+                             "--clone, where DVC can reuse the demo's and the 5-seed runs, or in a fresh copy), "
+                             "seeds5 (its command alone in a fresh copy: about 12 minutes), fair (after the 5-seed "
+                             "command in a fresh copy, or in --clone where it already ran)")
     parser.add_argument("--keep", type=Path, help="run in this new folder and keep it (default: a temporary one)")
     parser.add_argument("--clone", type=Path,
                         help="a clone (with .venv) where the first --done of the commands already ran: run the rest")
     parser.add_argument("--done", type=int, default=0, help="with --clone: commands already run there")
     args = parser.parse_args(argv)
+    groups = set(args.only) or {group for group in GROUPS if getattr(args, group)}
     with tempfile.TemporaryDirectory(prefix="printed_figures.") as tmp:
         work = args.keep or Path(tmp)
         repo = args.clone.resolve() if args.clone else fresh_copy(work / "clone")
-        if args.seeds5_only or args.fair_only or args.seeds3_only:
-            runs = Runs(demo={}, split={})
-        else:
+        todo = steps(groups, only=bool(args.only), clone=args.clone is not None)
+        if "demo" in todo:
             commands = demo_commands()
             print(f"running the README's commands in {repo}: {commands[args.done:]} ...", flush=True)
             setup = ["source .venv/bin/activate"] if args.done > commands.index("source .venv/bin/activate") else []
             runs = read_runs(repo, run_shell(repo, [*setup, *commands[args.done:]]))
-        if args.seeds3_only or (args.seeds3 and not (args.seeds5_only or args.fair_only)):
-            print("running docs/results.md's 3-seed commands ...", flush=True)
-            run_seeds3(repo, runs)
-        if args.seeds5 or args.seeds5_only or (args.fair_only and not args.clone):
-            print("running docs/results.md's 5-seed command ...", flush=True)
-            run_seeds5(repo, runs)
-        if args.fair or args.fair_only:
-            print("running docs/results.md's fair-fight commands ...", flush=True)
-            run_fair(repo, runs)
-        names = set(RENDER) - (set() if args.seeds3 else SEEDS3) - (set() if args.seeds5 else SEEDS5) - (
-            set() if args.fair else FAIR)
-        if args.seeds3_only:
-            names = SEEDS3
-        elif args.seeds5_only or args.fair_only:
-            names = (SEEDS5 if runs.seeds5 is not None else set()) | (FAIR if args.fair or args.fair_only else set())
+        else:
+            runs = Runs(demo={}, split={})
+        for step, run in (("seeds3", run_seeds3), ("seeds5", run_seeds5), ("fair", run_fair)):
+            if step in todo:
+                print(f"running docs/results.md's {step} commands ...", flush=True)
+                run(repo, runs)
+        names = set() if args.only else set(RENDER) - SEEDS3 - SEEDS5 - FAIR
+        names |= (SEEDS3 if "seeds3" in groups else set()) | (FAIR if "fair" in groups else set())
+        names |= SEEDS5 if runs.seeds5 is not None else set()  # run, or applied by the fair fight
         found = blocks(runs, names)
     changed = [b for b in found if b.differs]
     for b in found:

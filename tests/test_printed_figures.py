@@ -148,3 +148,15 @@ def test_the_fair_fight_table_names_each_switch_and_what_it_came_to():
         pf.fair_table(pf.Runs(demo={}, split={}, fair=fair))
     with pytest.raises(pf.FiguresError, match="needs --fair"):
         pf.fair_table(pf.Runs(demo={}, split={}))
+
+
+@pytest.mark.parametrize("groups, only, clone, todo", [
+    (set(), False, False, ["demo"]),
+    ({"seeds3"}, False, False, ["demo", "seeds3"]),
+    ({"fair"}, False, False, ["demo", "seeds5", "fair"]),  # a fresh copy needs the 5-seed run first
+    ({"fair"}, True, True, ["fair"]),  # a clone where it ran
+    ({"fair", "seeds5"}, True, False, ["seeds5", "fair"]),
+    ({"seeds3"}, True, True, ["seeds3"]),
+])
+def test_what_each_choice_of_blocks_runs(groups, only, clone, todo):
+    assert pf.steps(groups, only=only, clone=clone) == todo
