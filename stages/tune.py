@@ -61,7 +61,7 @@ def search(args, params, given: dict) -> dict:
     from stages.lib.splitdata import read_classes, read_protocol
     from stages.lib.trainer import fit
     from stages.lib.training_data import decoded_splits, training_tables, validation_scorer
-    from stages.lib.tuning import apply_values, space_of, trial_train_params
+    from stages.lib.tuning import apply_values, pruner, space_of, trial_train_params
     from stages.lib.validate import ParamError
     from stages.weights import weights_file
 
@@ -107,10 +107,8 @@ def search(args, params, given: dict) -> dict:
         return float(result.best_score)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if tune.prune
-              else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tune.seed),
-                                pruner=pruner)
+                                pruner=pruner(tune.prune))
     study.optimize(objective, n_trials=tune.trials)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:

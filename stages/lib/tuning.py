@@ -64,6 +64,21 @@ def trial_train_params(train: Any, tune: Any) -> Any:
     )
 
 
+# Optuna's MedianPruner counts steps from 0 and may stop a trial at step == n_warmup_steps; a trial
+# reports its epochs from 1, so 2 lets every trial finish two epochs before it can be stopped.
+FIRST_PRUNED_EPOCH = 2
+STARTUP_TRIALS = 2  # trials that always run to the end: the median needs them
+
+
+def pruner(prune: bool) -> Any:
+    """`tune.prune`'s pruner: the median rule from the 3rd trial and the 2nd epoch, or none."""
+    import optuna
+
+    if not prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=FIRST_PRUNED_EPOCH)
+
+
 def read_tuned(path: Path, params: Any, method: str) -> dict[str, float | int]:
     """The values to train `method` with, from its tuned file, checked against its search space."""
     try:

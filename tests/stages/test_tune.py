@@ -122,3 +122,31 @@ def test_only_the_tune_stage_reads_tune_and_train_reads_its_file():
     assert "--tuned data/tuned/${item.dataset}/${item.method}.json" in stages["train"]["cmd"]
     assert stages["tune"]["outs"] == ["data/tuned/${item.dataset}/${item.method}.json"]
     assert not any("test.csv" in str(dep) for dep in stages["tune"]["deps"])
+
+
+def test_pruning_starts_at_the_third_trial_and_the_second_epoch():
+    """`tune.prune` as documented: two trials always finish; a later trial far below their median
+    runs its first epoch whatever it scores, and is stopped after its second."""
+    import optuna
+
+    from stages.lib.tuning import pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=pruner(True))
+    stopped_after = []
+
+    def objective(trial):
+        score = 0.9 if trial.number < 2 else 0.1
+        for epoch in (1, 2, 3):  # as the trainer reports: epochs from 1
+            trial.report(score, epoch)
+            if trial.should_prune():
+                stopped_after.append((trial.number, epoch))
+                raise optuna.TrialPruned()
+        return score
+
+    study.optimize(objective, n_trials=4)
+    assert stopped_after == [(2, 2), (3, 2)]
+    none = optuna.create_study(direction="maximize", pruner=pruner(False))
+    stopped_after.clear()
+    none.optimize(objective, n_trials=4)
+    assert stopped_after == []
