@@ -250,8 +250,10 @@ def test_holm_on_worked_examples():
     for m in (2, 5, 12):
         p = list(rng.random(m) ** 3)
         assert holm(p) == pytest.approx(naive_holm(p))
-    with pytest.raises(ValueError, match="^p-values must be numbers between 0 and 1$"):
-        holm([0.1, 1.5])
+    assert holm([0.0, 1.0]) == pytest.approx([0.0, 1.0])  # both ends are p-values
+    for bad in ([0.1, 1.5], [-0.01], [float("nan"), 0.2]):
+        with pytest.raises(ValueError, match="^p-values must be numbers between 0 and 1$"):
+            holm(bad)
     with pytest.raises(ValueError, match=r"^need a 1-D array of p-values, got shape \(1, 2\)$"):
         holm([[0.1, 0.2]])
 

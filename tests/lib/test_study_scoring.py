@@ -96,12 +96,16 @@ def test_a_plot_may_lack_a_class_or_show_one_the_test_set_lacks():
     assert fewest_mislabelled({"a": 8, "c": 4}, {"a": 6, "b": 6}) == 6  # 2 extra a, 4 c that are not c
     assert fewest_mislabelled({"a": 12}, {"a": 6, "b": 6}) == 6
     assert fewest_mislabelled({"x": 2, "a": 2}, {"a": 4}) == 2
+    assert fewest_mislabelled({"a": 4}, {"a": 4, "b": 0}) == 0  # a class with no test image shows no point
 
 
 def test_other_batch_sizes_reach_every_function():
-    assert sorted_list_counts([("a", 3), ("b", 3)], batch_size=2) == {"points": {"a": 4, "b": 2}, "mislabelled": 1}
+    # Batches of three fall on the class boundary: nothing mislabelled (batches of four: one).
+    assert sorted_list_counts([("a", 3), ("b", 3)], batch_size=3) == {"points": {"a": 3, "b": 3}, "mislabelled": 0}
+    assert sorted_list_counts([("a", 3), ("b", 3)])["mislabelled"] == 1
     from stages.lib.study_scoring import study_accuracy
 
     labels = np.array([0, 0, 0, 1, 1, 1])
-    r = study_accuracy(labels, labels, batch_size=2)  # batches (0 0) (0 1) (1 1): image 3 gets 0
-    assert r == {"kmeans_acc": 1.0, "kmeans_acc_study": pytest.approx(5 / 6), "mislabelled": 1}
+    assert study_accuracy(labels, labels, batch_size=3) == {"kmeans_acc": 1.0, "kmeans_acc_study": 1.0,
+                                                             "mislabelled": 0}
+    assert study_accuracy(labels, labels)["mislabelled"] == 1
