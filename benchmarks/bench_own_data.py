@@ -128,8 +128,8 @@ def training_cost(model_name: str, size: int, images: int, classes: int = CLASSE
     import torch
 
     from stages.lib.embedding import embed_pixels
-    from stages.lib.methods import METHODS
-    from stages.lib.models import build_backbone
+    from stages.lib.losses import training
+    from stages.lib.models import build_backbone, embedding_size
     from stages.lib.params import load_params
     from stages.lib.trainer import SplitData, fit
 
@@ -146,7 +146,7 @@ def training_cost(model_name: str, size: int, images: int, classes: int = CLASSE
                  "torch_threads": torch.get_num_threads()}
     for name in ("classification", "triplet"):
         backbone = build_backbone(model_name)
-        method = METHODS.get(name)(defaults.method_params(name), classes, backbone.num_features)
+        method = training(name)(defaults.method_params(name), classes, embedding_size(backbone))  # head and loss
         wall, cpu0 = time.perf_counter(), cpu_s()
         fit(method, backbone, train, val, params, seed=0, device=cpu)
         out[name] = {"wall_s_per_1000": (time.perf_counter() - wall) * 1000 / images,
