@@ -184,7 +184,8 @@ COST_ROWS = [
      "15 per class: x 0.92"),
     ("`train.select: val_*`", "not measured cleanly (stopped by a time limit, resumed beside other runs)",
      "x 1.02 (an embedding pass over the validation images each epoch); 15 per class: x 1.20"),
-    ("`tune.trials: N`", "not measured (stopped after 15 min, still in its search)",
+    ("`tune.trials: N`", "N = 8: 72 min beside the test suite and a mutation run (an upper bound); the pruner stopped "
+     "6 of each method's 8 trials early",
      "x (1 + N x `tune.epochs` / (seeds x epochs)) at most (pruning stops trials early): 8 trials of 10 epochs "
      "beside 5 seeds of 100, x 1.16"),
     ("`split.classes: unseen`", "42 min beside the test suite and another demo: an upper bound",
@@ -207,7 +208,8 @@ The study's column multiplies the estimate of
 setting changes, with the study's per-run batch sizes (`runs`) and split sizes. The demo's column
 is the wall time of each command of results.md's 5-seed comparison and fair fight (`make demo
 ARGS="-S seeds=[0,1,2,3,4] ..."`) on this project's 2-core machine, on 2026-12-05 with other work
-sharing the cores (load average 1.7 to 3 for the first two rows, 4 to 6 after).
+sharing the cores (load average 1.7 to 3 for the first two rows, 4 to 6 after; `tune.trials`
+on 2026-12-06, load average 3.4 to 3.8).
 """
 
 
