@@ -41,7 +41,8 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "metrics": (
         ["stages/lib/metrics.py"], None,
         ["tests/lib/test_metrics_kmeans.py", "tests/lib/test_metrics_retrieval.py", "tests/lib/test_metrics_search.py",
-         "tests/lib/test_metrics_scores.py", "tests/stages/test_evaluate_values.py"],
+         "tests/lib/test_metrics_scores.py", "tests/stages/test_evaluate_values.py",
+         "tests/stages/test_evaluate_device.py"],  # evaluate_bytes: the memory that sends evaluate to the CPU
     ),
     "stats": (
         ["stages/lib/stats.py", "stages/lib/chance.py", "stages/lib/study_scoring.py"], None,

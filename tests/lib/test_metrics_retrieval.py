@@ -94,6 +94,7 @@ def test_two_items_are_enough():
     assert scores == {"precision_at_1": 1.0, "map_at_r": 1.0, "knn_acc": 1.0}
 
 
+@pytest.mark.filterwarnings("error")  # undefined, not 0 / 0 with numpy's warning
 def test_with_no_class_of_two_precision_and_map_at_r_are_undefined():
     s = retrieval_scores(np.arange(5.0)[:, None], np.arange(5), knn_k=3)
     assert np.isnan(s["precision_at_1"]) and np.isnan(s["map_at_r"]) and s["knn_acc"] == 0.0
