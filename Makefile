@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml scripts/dvc_quiet.pth
 	@touch $(STAMP)
 
 # The demo's numbers depend on torch's thread count (docs/results.md): 2 threads, as printed there,
-# whatever the cores, unless OMP_NUM_THREADS is set.
+# whatever the cores, unless OMP_NUM_THREADS is set. Waiting threads sleep instead of spinning
+# (OMP_WAIT_POLICY, the same numbers): beside any other busy process, spinning made a training step
+# 14 times slower on 2 cores, and even alone the demo took 301 s instead of 344 s (docs/results.md).
 demo: export OMP_NUM_THREADS ?= 2
+demo: export OMP_WAIT_POLICY ?= PASSIVE
 demo: $(STAMP)  # make demo ARGS="-S shots=15": a variation of the demo
 	$(BIN)/python scripts/demo.py $(ARGS)
 	$(ACTIVATE)
