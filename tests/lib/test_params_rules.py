@@ -273,6 +273,8 @@ ACCEPTED = [
     (("train.hflip", 1),), (("train.resume_every_s", 0),), (("train.val_batch_size", 1),),
     (("train.budget", "steps"), ("train.budget_amount", 1)),
     (("methods", ["triplet"]), ("classification", DELETE), ("train.budget", "images"), ("train.budget_amount", 3)),
+    (("methods", ["triplet"]), ("classification", DELETE)),  # budget epochs: no amount needed
+    (("train.budget", "images"), ("train.budget_amount", None)),  # the amount from the classification run
     (("train.processes", 1),), (("train.device", "cuda:0"),),
     (("embed.batch_size", 1),), (("train.select", "last"),), (("train.select", "val_precision_at_1"),),
     (("tune.trials", 0), ("tune.epochs", 1), ("tune.seed", MAX)), (("tune.metric", "val_map_at_r"),),
