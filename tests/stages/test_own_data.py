@@ -234,6 +234,34 @@ def test_table_shots_apply_to_the_given_train_split(tmp_path):
     assert set(train["path"]) <= {f"images/{r[1]}/{r[0]}" for r in rows if r[2] == "train"}
 
 
+def test_a_given_split_under_unseen_trains_on_one_half_and_tests_on_every_image_of_the_other(tmp_path):
+    # A CSV's own split column with `split.classes: unseen`: train and val keep the rows the CSV gives
+    # them, of the training half only; test is every image of the other half, whatever its column
+    # says; labels number the classes of the whole table.
+    from stages.lib.splits import class_halves
+
+    root = tmp_path / "t"
+    labels = ("a", "b", "c", "d")
+    rows = [(f"{label}{i}.png", label, ("train", "train", "val", "test")[i % 4]) for label in labels for i in range(8)]
+    for rel, *_ in rows:
+        write_files(root, {rel: image_bytes(hash(rel) % 1000)})
+    raw = tiny_params(datasets=["mine"])
+    raw["sources"]["mine"] = {"csv": str(table(root, rows, "path,label,split")), "root": str(root)}
+    raw["split"]["classes"] = "unseen"
+    params = write_params(tmp_path / "params.yaml", raw)
+    run(download.main, download_args(tmp_path, "mine", params))
+    run(split.main, split_args(tmp_path, "mine", params))
+    train_half, test_half = class_halves(list(labels), seed=raw["seed"])
+    assert len(train_half) == len(test_half) == 2
+    got = {name: pd.read_csv(tmp_path / "splits" / "mine" / f"{name}.csv") for name in ("train", "val", "test")}
+    for name in ("train", "val"):
+        want = sorted(f"images/{label}/{rel}" for rel, label, given in rows if given == name and label in train_half)
+        assert sorted(got[name]["path"]) == want, name
+    assert sorted(got["test"]["path"]) == sorted(f"images/{label}/{rel}" for rel, label, _ in rows if label in test_half)
+    for table_ in got.values():
+        assert (table_["label"] == table_["class"].map(labels.index)).all()
+
+
 def test_table_groups_stay_on_one_side_of_a_generated_split(tmp_path):
     root = tmp_path / "t"
     rows = table_images(root, per_label=8, group=lambda i: f"subject{i // 2}")  # 4 groups of 2 per label
