@@ -33,6 +33,23 @@ def _split(tmp_path, classes: str, **changes) -> str:
     return p
 
 
+@pytest.mark.parametrize(("seed", "val_fraction"), [(0, 0.25), (3, 0.5)])
+def test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given(tmp_path, seed, val_fraction):
+    # The stage's tables are `unseen_splits` of the manifest with the params' seed, validation share
+    # and training half (the split itself: tests/lib/test_unseen_classes.py).
+    from stages.lib.splits import unseen_splits
+
+    d = tmp_path
+    _split(tmp_path, "unseen", seed=seed, split={**tiny_params()["split"], "val_fraction": val_fraction})
+    manifest = pd.read_csv(d / "raw/manifest.csv", keep_default_na=False)
+    train_classes, _ = class_halves(sorted(manifest["class"].unique()), seed)
+    want = unseen_splits(manifest, val_fraction=val_fraction, seed=seed, train_classes=train_classes)
+    for name in ("train", "val", "test"):
+        got = pd.read_csv(d / f"splits/{name}.csv", keep_default_na=False)
+        assert got["path"].tolist() == getattr(want, name)["path"].tolist(), name
+    assert len(want.val) == round(8 * val_fraction) * len(train_classes)  # the share reached the split
+
+
 def test_the_unseen_chain_trains_on_one_half_and_scores_the_other(tmp_path):
     p, d = _split(tmp_path, "unseen", shots=3), tmp_path
     manifest = pd.read_csv(d / "raw/manifest.csv")
