@@ -71,7 +71,8 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "tests/stages/test_own_data.py::test_table_shots_apply_to_the_given_train_split",
          "tests/stages/test_own_data.py::test_class_too_small_for_shots_names_the_folder",
          "tests/stages/test_own_data.py::test_a_given_split_under_unseen_trains_on_one_half_and_tests_on_every_image_of_the_other",
-         "tests/stages/test_unseen_stages.py::test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given"],
+         "tests/stages/test_unseen_stages.py::test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given",
+         "tests/stages/test_unseen_stages.py::test_the_training_tables_number_the_training_classes_and_refuse_the_study_pool"],
     ),
     "params": (  # the checks, not the YAML reading: the whole file's, each section's, the settings' rules
         ["stages/lib/params.py", "stages/lib/sections.py", "stages/lib/schema.py"],

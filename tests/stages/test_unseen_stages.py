@@ -50,6 +50,34 @@ def test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_gi
     assert len(want.val) == round(8 * val_fraction) * len(train_classes)  # the share reached the split
 
 
+def test_the_training_tables_number_the_training_classes_and_refuse_the_study_pool(tmp_path):
+    # What `fit` gets under unseen: the split's train and val rows, labelled 0 .. 2 over the training
+    # half in protocol.json's order (the split's labels index all 5 classes); the study's pool, which
+    # holds the test classes, refused in one line.
+    import dataclasses
+
+    from stages.lib.methods import METHODS
+    from stages.lib.params import load_params
+    from stages.lib.training_data import training_tables
+
+    p = _split(tmp_path, "unseen")
+    splits, params = tmp_path / "splits", load_params(p)
+    train_classes = json.loads((splits / "protocol.json").read_text())["train_classes"]
+    for name in ("classification", "triplet"):
+        method = METHODS.get(name)(params.method.get(name), len(train_classes), 0)
+        tables, pool, listed = training_tables(splits, method)
+        assert pool is None and listed is None
+        for split_name in ("train", "val"):
+            written = pd.read_csv(splits / f"{split_name}.csv")
+            assert tables[split_name]["path"].tolist() == written["path"].tolist()
+            assert tables[split_name]["label"].tolist() == [train_classes.index(c) for c in written["class"]]
+    study = dataclasses.replace(params.method.get("triplet"), pool="study")
+    with pytest.raises(PipelineError) as refused:
+        training_tables(splits, METHODS.get("triplet")(study, len(train_classes), 0))
+    assert str(refused.value) == (f"{splits} is a split.classes: unseen split, and triplet.pool: study would draw its "
+                                  "test classes into training; set triplet.pool: split")
+
+
 def test_the_unseen_chain_trains_on_one_half_and_scores_the_other(tmp_path):
     p, d = _split(tmp_path, "unseen", shots=3), tmp_path
     manifest = pd.read_csv(d / "raw/manifest.csv")
