@@ -51,7 +51,11 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "splits": (
         ["stages/lib/splits.py"], None,
         ["tests/lib/test_splits.py", "tests/lib/test_splits_edges.py", "tests/lib/test_splits_fuzz.py",
-         "tests/stages/test_split_shots.py", "tests/lib/test_unseen_classes.py"],
+         "tests/stages/test_split_shots.py", "tests/lib/test_unseen_classes.py",
+         # `check_params` (the split's own params rules) and `protocol_record` (protocol.json)
+         "tests/lib/test_params_rules.py",
+         "tests/stages/test_unseen_stages.py::test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given",
+         "-k", f"not {SOURCE_SCAN}"],
     ),
     "samplers": (
         ["stages/lib/methods/triplet.py", "stages/lib/methods/balanced.py"], None,

@@ -48,6 +48,9 @@ def test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_gi
         got = pd.read_csv(d / f"splits/{name}.csv", keep_default_na=False)
         assert got["path"].tolist() == getattr(want, name)["path"].tolist(), name
     assert len(want.val) == round(8 * val_fraction) * len(train_classes)  # the share reached the split
+    assert json.loads((d / "splits/protocol.json").read_text()) == {
+        "classes": "unseen", "halves": "random", "seed": seed, "train_classes": train_classes,
+        "test_classes": sorted(set(manifest["class"]) - set(train_classes))}
 
 
 def test_the_training_tables_number_the_training_classes_and_refuse_the_study_pool(tmp_path):
