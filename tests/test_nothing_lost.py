@@ -35,7 +35,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A project copy after `dvc repro`, recorded as experiment `base` (as `make demo` records `demo`)."""
-    params = tiny_params(methods=["pretrained", "triplet"])  # a trained method to interrupt; a third adds only time
+    params = tiny_params(methods=["triplet"])  # a trained method to interrupt; another would add only time
     params["train"].update(epochs=24, cosine_t_max=24, resume_every_s=3600)  # long enough to interrupt under load
     repo = project_copy(tmp_path_factory.mktemp("lost") / "repo", params)
     dvc(repo, "repro")
@@ -58,7 +58,7 @@ def test_metrics_show_right_after_a_run_lists_every_run_and_nothing_else(repo):
     said = shown.stdout + shown.stderr
     assert "failed to load" not in said.lower() and "WARNING" not in said, said
     rows = [line.split()[0] for line in shown.stdout.strip().splitlines()[1:]]
-    assert rows == [f"metrics/synthetic/{m}/seed0.json" for m in ("pretrained", "triplet")]
+    assert rows == ["metrics/synthetic/triplet/seed0.json"]
 
 
 def test_typos_and_invalid_values_get_the_projects_line_and_delete_nothing(repo):
