@@ -51,7 +51,8 @@ def test_reruns_are_byte_identical_and_dvc_sees_nothing_to_do(repo):
     lock = (repo / "dvc.lock").read_bytes()
     first = digests(repo)
     stages = yaml.safe_load(lock)["stages"]
-    assert {"check", "split@synthetic", "train@synthetic-triplet-0", "umap@synthetic-triplet-0", "report"} <= set(stages)
+    assert {"check", "split@synthetic", "train@synthetic-triplet-0", "umap@synthetic-triplet-0",
+            "report"} <= set(stages)
     assert any(p.startswith("plots/umap/") for p in first) and "metrics/synthetic/triplet/seed0.json" in first
 
     again = dvc(repo, "repro")

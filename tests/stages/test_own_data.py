@@ -257,7 +257,8 @@ def test_a_given_split_under_unseen_trains_on_one_half_and_tests_on_every_image_
     for name in ("train", "val"):
         want = sorted(f"images/{label}/{rel}" for rel, label, given in rows if given == name and label in train_half)
         assert sorted(got[name]["path"]) == want, name
-    assert sorted(got["test"]["path"]) == sorted(f"images/{label}/{rel}" for rel, label, _ in rows if label in test_half)
+    tested = sorted(f"images/{label}/{rel}" for rel, label, _ in rows if label in test_half)
+    assert sorted(got["test"]["path"]) == tested
     for table_ in got.values():
         assert (table_["label"] == table_["class"].map(labels.index)).all()
 
