@@ -36,6 +36,10 @@ UNFINISHED = "UNFINISHED"  # in a group's folder while its run has not ended: it
 # It reads the rules from the source, which mutmut rewrites (every mutant is a copy of its function).
 SOURCE_SCAN = "test_every_rule_has_a_rejecting_case"
 
+# The split stage under `split.classes: unseen`: protocol.json (splits) and the tables (data).
+UNSEEN_SPLIT_STAGE = ("tests/stages/test_unseen_stages.py::"
+                      "test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given")
+
 # group -> (modules to mutate, mutant name patterns (None: every function), tests to run)
 GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
     "metrics": (
@@ -54,7 +58,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "tests/stages/test_split_shots.py", "tests/lib/test_unseen_classes.py",
          # `check_params` (the split's own params rules) and `protocol_record` (protocol.json)
          "tests/lib/test_params_rules.py",
-         "tests/stages/test_unseen_stages.py::test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given",
+         UNSEEN_SPLIT_STAGE,
          "-k", f"not {SOURCE_SCAN}"],
     ),
     "samplers": (
@@ -75,7 +79,7 @@ GROUPS: dict[str, tuple[list[str], list[str] | None, list[str]]] = {
          "tests/stages/test_own_data.py::test_table_shots_apply_to_the_given_train_split",
          "tests/stages/test_own_data.py::test_class_too_small_for_shots_names_the_folder",
          "tests/stages/test_own_data.py::test_a_given_split_under_unseen_trains_on_one_half_and_tests_on_every_image_of_the_other",
-         "tests/stages/test_unseen_stages.py::test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_given",
+         UNSEEN_SPLIT_STAGE,
          "tests/stages/test_unseen_stages.py::test_the_training_tables_number_the_training_classes_and_refuse_the_study_pool"],
     ),
     "params": (  # the checks, not the YAML reading: the whole file's, each section's, the settings' rules

@@ -40,7 +40,7 @@ def test_the_split_stage_writes_the_unseen_split_of_the_seed_and_val_fraction_gi
     from stages.lib.splits import unseen_splits
 
     d = tmp_path
-    _split(tmp_path, "unseen", seed=seed, split={**tiny_params()["split"], "val_fraction": val_fraction})
+    _split(d, "unseen", seed=seed, split={**tiny_params()["split"], "val_fraction": val_fraction})
     manifest = pd.read_csv(d / "raw/manifest.csv", keep_default_na=False)
     train_classes, _ = class_halves(sorted(manifest["class"].unique()), seed)
     want = unseen_splits(manifest, val_fraction=val_fraction, seed=seed, train_classes=train_classes)
