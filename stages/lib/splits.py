@@ -39,7 +39,7 @@ class SplitTables:
 
 
 def _take_groups(
-    groups: list[str], sizes: dict[str, int], target: int, keep: int = 0
+    groups: list[str], sizes: dict[str, int], target: int, keep: int
 ) -> tuple[list[str], list[str]]:
     """Take groups from the front until at least `target` images, but leave at least `keep` groups
     (one for each split still to fill); return (taken, rest)."""
@@ -245,6 +245,8 @@ def train_sizes(
     """Training images per class that `build_splits` (`unseen_splits` with `classes` unseen: the
     training half only) leaves when every image is its own group: the exact upper limit of
     `shots`, known before anything is downloaded or split."""
+    if classes not in ("seen", "unseen"):
+        raise ValueError(f"classes must be 'seen' or 'unseen' (split.classes), got {classes!r}")
     manifest = pd.DataFrame(
         [(f"{name}/{i}", name, f"{name}/{i}") for name, n in class_sizes.items() for i in range(n)],
         columns=["path", "class", "group"],

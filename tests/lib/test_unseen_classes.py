@@ -15,6 +15,7 @@ from stages.lib.splits import (
     class_halves,
     few_shot,
     keep_halves,
+    protocol_record,
     train_sizes,
     unseen_splits,
 )
@@ -83,6 +84,51 @@ def test_unseen_split_trains_on_one_half_and_tests_on_every_image_of_the_other()
         assert round(sizes[c] * 0.25) <= val[c] <= round(sizes[c] * 0.25) + 1
 
 
+def test_a_training_class_of_two_groups_gives_one_to_val_and_one_to_train():
+    table = manifest({"a": 6, "b": 6, "c": 6, "d": 6}, per_group=3)  # two groups of 3 a class
+    split = unseen_splits(table, val_fraction=0.25, seed=0, train_classes=["a", "b"])
+    for c in ("a", "b"):
+        assert split.train[split.train["class"] == c]["group"].nunique() == 1
+        assert split.val[split.val["class"] == c]["group"].nunique() == 1
+    assert len(split.test) == 12
+
+
+def test_a_training_class_of_one_group_is_refused_in_one_line():
+    table = manifest({"a": 4, "b": 6, "c": 6, "d": 6}, per_group=4)  # a: a single group
+    with pytest.raises(PipelineError) as refused:
+        unseen_splits(table, val_fraction=0.25, seed=0, train_classes=["a", "b"])
+    assert str(refused.value) == ("class 'a' has 4 images in 1 source group(s); at least 2 are needed for train and "
+                                  "val (split.classes: unseen)")
+    unseen_splits(table, val_fraction=0.25, seed=0, train_classes=["b", "c"])  # a is only tested on: no limit
+
+
+def test_val_gets_one_image_of_each_training_class_where_its_share_rounds_to_none():
+    table = manifest(dict.fromkeys(CLASSES[:4], 5))  # round(5 * 0.05) = 0
+    split = unseen_splits(table, val_fraction=0.05, seed=0, train_classes=CLASSES[:2])
+    assert split.val.groupby("class").size().to_dict() == dict.fromkeys(CLASSES[:2], 1)
+    assert split.train.groupby("class").size().to_dict() == dict.fromkeys(CLASSES[:2], 4)
+
+
+def test_the_shots_limit_under_unseen_follows_the_seed_or_the_first_half():
+    sizes = {c: 8 + 4 * i for i, c in enumerate(CLASSES[:6])}  # val a quarter: 6, 9, 12, ... to train on
+    halves = {seed: class_halves(CLASSES[:6], seed)[0] for seed in (0, 3)}
+    assert len({tuple(h) for h in (*halves.values(), CLASSES[:3])}) == 3  # three different halves
+    for seed, train in halves.items():
+        got = train_sizes(sizes, test_fraction=0.25, val_fraction=0.25, seed=seed, classes="unseen")
+        assert got == {c: sizes[c] - round(sizes[c] * 0.25) for c in train}
+    first = train_sizes(sizes, test_fraction=0.25, val_fraction=0.25, seed=3, classes="unseen", first_half=True)
+    assert first == {"class00": 6, "class01": 9, "class02": 12}
+    with pytest.raises(ValueError, match="classes must be 'seen' or 'unseen' .*, got 'unsen'"):
+        train_sizes(sizes, test_fraction=0.25, val_fraction=0.25, seed=3, classes="unsen")
+
+
+def test_protocol_json_records_the_halves_and_how_they_were_drawn():
+    assert protocol_record(["a", "c"], ["b", "d"], 4, first_half=False) == {
+        "classes": "unseen", "halves": "random", "seed": 4, "train_classes": ["a", "c"], "test_classes": ["b", "d"]}
+    assert protocol_record(["a", "b"], ["c", "d"], 4, first_half=True) == {
+        "classes": "unseen", "halves": "first_half", "seed": 4, "train_classes": ["a", "b"], "test_classes": ["c", "d"]}
+
+
 def test_a_given_split_keeps_its_train_and_val_of_the_training_half_and_tests_on_all_of_the_other():
     table = manifest(dict.fromkeys(CLASSES[:4], 10))
     seen = build_splits(table, test_fraction=0.2, val_fraction=0.2, seed=0)
@@ -92,6 +138,8 @@ def test_a_given_split_keeps_its_train_and_val_of_the_training_half_and_tests_on
     assert train["path"].tolist() == seen.train[seen.train["class"].isin(["class00", "class02"])]["path"].tolist()
     assert test["path"].tolist() == [p for p in table["path"] if p.split("/")[0] in ("class01", "class03")]
     assert len(test) == 20  # every image of the test classes, not only the given split's test images
+    for got, like in ((train, seen.train), (val, seen.val), (test, everything)):  # the same columns, rows 0 .. n-1
+        assert list(got.columns) == list(like.columns) and got.index.tolist() == list(range(len(got)))
 
 
 def test_shots_count_only_the_training_classes():
