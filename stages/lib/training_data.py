@@ -127,16 +127,12 @@ def decoded_splits(
     if not np.array_equal(pool["row"].to_numpy(), np.arange(len(pool))):
         raise PipelineError("pool.csv does not list the download in manifest order; re-run the split stage")
     pixels, labels = split_pixels(decoded, pool, size), pool["label"].to_numpy()
-    data = {}
-    for name, table in tables.items():
-        if name != "train":
-            data[name] = own(table)
-            continue
-        anchors = table["row"].to_numpy()
-        if not np.array_equal(labels[anchors], table["label"].to_numpy()):
-            raise PipelineError(f"{name} and pool.csv disagree on labels; re-run the split stage")
-        data[name] = SplitData(pixels, labels, _negatives(table), anchors=anchors)
-    return data
+    train = tables["train"]
+    anchors = train["row"].to_numpy()
+    if not np.array_equal(labels[anchors], train["label"].to_numpy()):
+        raise PipelineError("train and pool.csv disagree on labels; re-run the split stage")
+    return {name: SplitData(pixels, labels, _negatives(train), anchors=anchors) if name == "train" else own(table)
+            for name, table in tables.items()}
 
 
 def _negatives(table: pd.DataFrame) -> np.ndarray | None:

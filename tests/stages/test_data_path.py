@@ -235,6 +235,10 @@ def test_decoded_images_of_another_size_are_refused(tmp_path, pool):
     with pytest.raises(PipelineError) as error:
         training_data.training_data(triplet(pool), splits, tmp_path / "decoded.npy", 8)
     assert str(error.value) == f"{tmp_path / 'decoded.npy'} holds 4x4 images but model.image_size is 8; re-run decode"
+    if pool == "study":  # the pool's pixels are checked too, not only through the val table's
+        tables = {"train": pd.read_csv(splits / "train.csv")}
+        with pytest.raises(PipelineError, match="holds 4x4 images but model.image_size is 8"):
+            training_data.decoded_splits(tmp_path / "decoded.npy", tables, pd.read_csv(splits / "pool.csv"), 8)
 
 
 def test_a_pool_out_of_manifest_order_is_refused(tmp_path):
@@ -253,3 +257,24 @@ def test_a_pool_that_disagrees_on_labels_is_refused(tmp_path):
     with pytest.raises(PipelineError) as error:
         training_data.training_data(triplet("study"), splits, tmp_path / "decoded.npy", 4)
     assert str(error.value) == "train and pool.csv disagree on labels; re-run the split stage"
+
+
+def test_a_study_list_for_train_alone_is_checked_against_the_splits_own_train_list(tmp_path):
+    splits = small_split(tmp_path)
+    listed = pd.read_csv(splits / "train.csv").iloc[[0, 1, 1]]  # the study's triplet list: anchors, one twice
+    listed.to_csv(splits / "triplet_train.csv", index=False)
+    tables, pool, listed_train = training_data.training_tables(splits, triplet("split"))
+    assert tables["train"]["path"].tolist() == ["im0", "im1", "im1"] and pool is None
+    assert tables["val"]["path"].tolist() == ["im4", "im5"]  # no study list for val: the split's own
+    assert listed_train["path"].tolist() == ["im0", "im1", "im2", "im3"]
+
+
+def test_an_unseen_split_whose_protocol_names_an_unknown_class_is_refused_naming_the_table(tmp_path):
+    splits = small_split(tmp_path)
+    (splits / "classes.json").write_text(json.dumps(["c0", "c1"]))
+    (splits / "protocol.json").write_text(json.dumps({"classes": "unseen", "train_classes": ["c0", "c9"],
+                                                      "test_classes": ["c1"]}))
+    with pytest.raises(PipelineError) as error:
+        training_data.training_tables(splits, triplet("split"))
+    assert str(error.value) == (f"{splits}/train.csv: protocol.json names classes that classes.json lacks; "
+                                "re-run the split stage")
