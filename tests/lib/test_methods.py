@@ -67,6 +67,43 @@ def test_every_method_that_trains_has_a_training_class_and_only_those():
         assert issubclass(training(name), METHODS.get(name)) and training(name).name == name
 
 
+def test_each_method_searches_the_space_its_documentation_states():
+    # docs/methods.md: lr a decade either side of train.lr, weight decay 1e-8 to 1e-2 (both log-uniform),
+    # margins 0.05 to 2, temperatures 0.02 to 0.5 (supcon) and 0.01 to 0.2 (normsoftmax), K 2 to 16
+    raw = tiny_params(methods=METHODS.names())
+    raw["train"]["lr"] = 2e-3
+    raw["triplet_batch_hard"]["batch_size"], raw["supcon"]["batch_size"] = 12, 64
+    params = params_from_dict(raw)
+    shared = {"train.lr": (2e-4, 2e-2, True, False), "train.weight_decay": (1e-8, 1e-2, True, False)}
+    expected = {
+        "pretrained": {},
+        "classification": shared,
+        "triplet": {**shared, "triplet.margin": (0.05, 2.0, True, False)},
+        "triplet_batch_hard": {**shared, "triplet_batch_hard.margin": (0.05, 2.0, True, False),
+                               "triplet_batch_hard.images_per_class": (2, 6, False, True)},  # at most half of 12
+        "supcon": {**shared, "supcon.temperature": (0.02, 0.5, True, False),
+                   "supcon.images_per_class": (2, 16, False, True)},
+        "normsoftmax": {**shared, "normsoftmax.temperature": (0.01, 0.2, True, False)},
+    }
+    assert sorted(expected) == METHODS.names()
+    for name, space in expected.items():
+        got = METHODS.get(name).search_space(params.method.get(name), params.train)
+        assert {k: (pytest.approx(r.low), pytest.approx(r.high), r.log, r.integer) for k, r in got.items()} == space
+
+
+@pytest.mark.parametrize(("batch_size", "highest"), [(4, 2), (5, 2), (12, 6), (13, 6), (32, 16), (100, 16)])
+def test_the_searched_images_per_class_reach_the_largest_a_batch_allows_up_to_sixteen(batch_size, highest):
+    from stages.lib.methods.balanced import check_balanced, images_per_class_range
+    from stages.lib.validate import ParamError
+
+    space = images_per_class_range(batch_size)
+    assert (space.low, space.high, space.log, space.integer) == (2, highest, False, True)
+    check_balanced("supcon", batch_size, highest)
+    if highest < 16:
+        with pytest.raises(ParamError, match="a batch needs two classes"):
+            check_balanced("supcon", batch_size, highest + 1)
+
+
 def test_an_unknown_method_lists_the_registered_ones():
     with pytest.raises(PipelineError, match=re.escape(", ".join(METHODS.names()))):
         METHODS.get("nope")
