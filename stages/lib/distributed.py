@@ -24,7 +24,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def main_only(func: F) -> F:
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs) if is_main() else None
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
@@ -87,7 +87,7 @@ def from_main(make: Callable[[], T]) -> T:
         return make()
     box = [make() if is_main() else None]
     dist.broadcast_object_list(box, src=0)
-    return box[0]  # type: ignore[return-value]
+    return cast(T, box[0])
 
 
 def same_as_main(value: T) -> T:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from stages.lib.errors import Interrupted, PipelineError, setup_logging
 
@@ -99,7 +99,7 @@ def one_process(func: F) -> F:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 # --- what the trainer says it kept ----------------------------------------------------------
