@@ -73,9 +73,10 @@ def parse_runs(raw: Any, train_type: type, datasets: list[str], methods: dict[st
         if "set" not in entry:
             raise MissingKey(f"{where}.set")
         dataset, method, shots = (entry.get(k) for k in MATCH_KEYS)
-        if dataset is not None and dataset not in datasets:
+        # a name is a string: a list or a mapping given here is refused, not looked up (unhashable)
+        if dataset is not None and (not isinstance(dataset, str) or dataset not in datasets):
             raise ParamError(f"{where}.dataset", f"one of: {', '.join(datasets)} (or omitted: any)", dataset)
-        if method is not None and method not in methods:
+        if method is not None and (not isinstance(method, str) or method not in methods):
             raise ParamError(f"{where}.method", f"one of: {', '.join(methods)} (or omitted: any)", method)
         if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 0):
             raise ParamError(f"{where}.shots", "an integer >= 0 (0 = every training image; or omitted: any)", shots)

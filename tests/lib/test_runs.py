@@ -91,6 +91,8 @@ def test_bad_entries_are_one_line_naming_the_key():
         ([{"dataset": "pet", "set": {"epochs": 1}}],
          "runs[0].dataset must be one of: defungi, digits, pets, synthetic (or omitted: any), got 'pet'"),
         ([{"method": "arcface", "set": {"epochs": 1}}], "runs[0].method must be one of: "),
+        ([{"method": ["triplet"], "set": {"epochs": 1}}], "runs[0].method must be one of: "),  # not a name: no lookup
+        ([{"dataset": {"pets": 1}, "set": {"epochs": 1}}], "runs[0].dataset must be one of: "),
         ([{"shots": -1, "set": {"epochs": 1}}], "runs[0].shots must be an integer >= 0"),
         ([{"dataset": "pets"}], "missing key runs[0].set"),
         ([{"dataset": "pets", "set": {}}], "runs[0].set must be a non-empty mapping"),
