@@ -212,7 +212,7 @@ def own_datasets(p: Params) -> list[str]:
 
 def _check(p: Params) -> None:
     """The rules of the whole file: the top-level settings, then each section's own."""
-    check_settings(p, "")
+    check_settings(p)
     _require(len(p.seeds) > 0, "seeds", "a non-empty list of training seeds", p.seeds)
     for index, value in enumerate(p.seeds):
         _require(SEED.ok(value), f"seeds[{index}]", SEED_RANGE, value)
@@ -240,7 +240,7 @@ def _check(p: Params) -> None:
     check_runs(p)
     _require(p.train.budget == "epochs" or p.train.budget_amount is not None or "classification" in p.method,
              "train.budget_amount", f"an integer >= 1 with train.budget {p.train.budget} and no classification "
-             "section (null takes the amount from the classification run)", p.train.budget_amount)
+             "section (null takes the amount from the classification run)", None)  # refused only when null
 
 
 def _own_source(name: Any, value: dict) -> Any:

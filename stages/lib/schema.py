@@ -101,8 +101,9 @@ def default_of(f: dataclasses.Field) -> Any:
     return NO_DEFAULT if f.default is dataclasses.MISSING else f.default
 
 
-def check_settings(section: Any, where: str) -> None:
-    """Raise ParamError for the first field of `section` whose `setting` rule refuses its value."""
+def check_settings(section: Any, where: str = "") -> None:
+    """Raise ParamError for the first field of `section` whose `setting` rule refuses its value;
+    `where`: the section's key (the top level of params.yaml without one)."""
     for f in fields(section):
         rule = f.metadata.get("rule")
         if rule is not None:

@@ -93,6 +93,6 @@ def test_check_settings_names_the_first_refused_setting_its_rule_and_value():
     assert str(low.value) == "window.low must be an integer >= 0, got -1"
     assert low.value.setting == (Window, "low")
     with pytest.raises(ParamError) as high:
-        check_settings(Window(low=4, high=4), "")
+        check_settings(Window(low=4, high=4))  # the top level: no section key
     assert str(high.value) == "high must be an integer > low (4), got 4"
     assert high.value.setting == (Window, "high")
