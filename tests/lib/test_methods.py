@@ -17,11 +17,13 @@ import torch
 from stages.lib.errors import PipelineError
 from stages.lib.losses import TRAINING, Training, training
 from stages.lib.methods import METHODS
+from stages.lib.methods.balanced import check_balanced, images_per_class_range
 from stages.lib.methods.normsoftmax import NormSoftmaxParams
 from stages.lib.methods.supcon import SupConParams
 from stages.lib.methods.triplet_batch_hard import TripletBatchHardParams
 from stages.lib.params import params_from_dict
 from stages.lib.trainer import SplitData, fit
+from stages.lib.validate import ParamError
 from tests.helpers import tiny_params
 
 NEW = ["triplet_batch_hard", "supcon", "normsoftmax"]
@@ -93,9 +95,6 @@ def test_each_method_searches_the_space_its_documentation_states():
 
 @pytest.mark.parametrize(("batch_size", "highest"), [(4, 2), (5, 2), (12, 6), (13, 6), (32, 16), (100, 16)])
 def test_the_searched_images_per_class_reach_the_largest_a_batch_allows_up_to_sixteen(batch_size, highest):
-    from stages.lib.methods.balanced import check_balanced, images_per_class_range
-    from stages.lib.validate import ParamError
-
     space = images_per_class_range(batch_size)
     assert (space.low, space.high, space.log, space.integer) == (2, highest, False, True)
     check_balanced("supcon", batch_size, highest)
